@@ -1,0 +1,91 @@
+# Weft: `make run` serves a demo on http://127.0.0.1:$(PORT)/, `make test` runs the whole suite.
+# Everything is installed into $(VENV) from requirements/*.txt; nothing else is assumed but Python 3.11.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The settings read .env from the project root; ENV_FILE only moves where `make run` writes one.
+ENV_FILE ?= .env
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+NPROC := $(shell nproc 2>/dev/null || echo 1)
+XDIST := $(shell [ $(NPROC) -ge 2 ] && echo "-n auto")
+
+.PHONY: help run serve demo migrate collectstatic test lint bench clean venv install install-dev
+
+help:
+	@echo "make run      create the venv, install, migrate SQLite, load the demo, serve on \$$PORT (default 8000)"
+	@echo "make test     install the dev tools and run the whole test suite (PYTEST_ARGS=... to pass options)"
+	@echo "make lint     ruff check and ruff format --check"
+	@echo "make migrate  apply migrations to DATABASE_URL (default: var/weft.sqlite3)"
+	@echo "make bench    engine benchmarks"
+	@echo "make clean    remove the venv, the SQLite database, collected static files and caches"
+
+# --- The virtualenv: created once, re-installed only when a requirements file changed. ---------
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+venv: $(BIN)/python
+
+# A stamp holds the checksum of the requirements it was installed from.
+define install_from
+	@sum=$$(cat $(2) | sha256sum | cut -d' ' -f1); \
+	if [ "$$(cat $(VENV)/.$(1).sha256 2>/dev/null)" != "$$sum" ]; then \
+		echo "Installing requirements/$(1).txt into $(VENV)"; \
+		$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/$(1).txt; \
+		echo "$$sum" > $(VENV)/.$(1).sha256; \
+	fi
+endef
+
+install: venv
+	$(call install_from,base,requirements/base.txt)
+
+install-dev: install
+	$(call install_from,dev,requirements/base.txt requirements/dev.txt)
+
+# --- Running it --------------------------------------------------------------------------------
+
+# Written once with fresh random keys; never overwritten.
+$(ENV_FILE): | venv
+	@umask 077; $(BIN)/python -c 'import secrets; print("DEBUG=1"); \
+		print("WEFT_SECRET_KEY=" + secrets.token_urlsafe(50)); \
+		print("WEFT_FIELD_ENCRYPTION_KEY=" + secrets.token_urlsafe(50))' > $(ENV_FILE)
+	@echo "Wrote $(ENV_FILE) with DEBUG=1 and new random keys."
+
+migrate: install $(ENV_FILE)
+	$(BIN)/python manage.py migrate --noinput
+
+collectstatic: install $(ENV_FILE)
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+
+demo: migrate
+	$(BIN)/python manage.py weft_demo
+
+run: migrate collectstatic demo serve
+
+serve: install $(ENV_FILE)
+	@echo "Serving Weft on http://$(HOST):$(PORT)/  (admin: /admin/, API: /api/v1/, docs: /api/docs/)"
+	exec $(BIN)/daphne -b $(HOST) -p $(PORT) config.asgi:application
+
+# --- Checking it -------------------------------------------------------------------------------
+
+test: install-dev
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Meant for PostgreSQL + Redis (DATABASE_URL, REDIS_URL); falls back to SQLite with a warning.
+bench: install-dev
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var/weft.sqlite3* staticfiles .pytest_cache .ruff_cache .hypothesis bench-results.json
+	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +

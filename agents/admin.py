@@ -1,0 +1,212 @@
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
+
+from config.errors import InvalidInput
+
+from .models import Agent, LLMProvider, Message, Session, SessionWorkflow, Tool
+from .services import agent_check_attachments, provider_set_api_key, tool_approve, tool_parameters_check, tool_reject
+
+# --- LLM providers: the key goes in, never comes out ---------------------------------------------
+
+
+class LLMProviderAdminForm(forms.ModelForm):
+    base_url = forms.URLField(max_length=500, assume_scheme="https")
+    # Not the model field itself, so the stored key is neither put in the form's initial data nor
+    # overwritten when the box is left empty.
+    new_api_key = forms.CharField(
+        label="API key",
+        required=False,
+        strip=False,
+        max_length=4096,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only. Leave empty to keep the stored key.",
+    )
+    clear_api_key = forms.BooleanField(label="Remove the stored key", required=False)
+
+    class Meta:
+        model = LLMProvider
+        fields = ("owner", "name", "base_url", "model", "available_models", "metadata")
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("new_api_key") and cleaned.get("clear_api_key"):
+            self.add_error("clear_api_key", "Either give a new key or remove the stored one, not both.")
+        return cleaned
+
+
+@admin.register(LLMProvider)
+class LLMProviderAdmin(admin.ModelAdmin):
+    form = LLMProviderAdminForm
+    list_display = ("name", "owner", "base_url", "model", "has_api_key", "created_at")
+    list_filter = ("created_at",)
+    search_fields = ("name", "base_url", "model", "owner__username")
+    raw_id_fields = ("owner",)
+    readonly_fields = ("has_api_key", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("owner", "name", "base_url", "model", "available_models", "metadata")}),
+        ("API key", {"fields": ("has_api_key", "new_api_key", "clear_api_key")}),
+        ("Dates", {"fields": ("created_at", "updated_at")}),
+    )
+
+    @admin.display(boolean=True, description="API key set")
+    def has_api_key(self, provider: LLMProvider) -> bool:
+        return bool(provider.api_key)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if form.cleaned_data.get("clear_api_key"):
+            provider_set_api_key(provider=obj, actor=request.user, api_key="")
+        elif form.cleaned_data.get("new_api_key"):
+            provider_set_api_key(provider=obj, actor=request.user, api_key=form.cleaned_data["new_api_key"])
+
+
+# --- Tools: operators approve or reject them ------------------------------------------------------
+
+
+class ToolActionForm(ActionForm):
+    reason = forms.CharField(
+        label="Reason",
+        required=False,
+        max_length=2000,
+        help_text="Required to reject; recorded with the review.",
+    )
+
+
+class ToolAdminForm(forms.ModelForm):
+    endpoint = forms.URLField(max_length=500, required=False, assume_scheme="https")
+
+    class Meta:
+        model = Tool
+        fields = ("owner", "name", "description", "category", "kind", "endpoint", "parameters", "config", "visibility")
+
+    def clean_parameters(self):
+        parameters = self.cleaned_data["parameters"]
+        try:
+            tool_parameters_check(parameters)
+        except InvalidInput as exc:
+            raise forms.ValidationError(exc.message, code=exc.code) from exc
+        return parameters
+
+
+@admin.register(Tool)
+class ToolAdmin(admin.ModelAdmin):
+    form = ToolAdminForm
+    action_form = ToolActionForm
+    actions = ("approve_tools", "reject_tools")
+    list_display = ("name", "owner", "kind", "visibility", "status", "reviewer", "reviewed_at")
+    list_filter = ("status", "visibility", "kind")
+    search_fields = ("name", "description", "category", "owner__username")
+    raw_id_fields = ("owner",)
+    readonly_fields = ("status", "review_reason", "reviewer", "reviewed_at", "created_at", "updated_at")
+
+    @admin.action(description="Approve selected tools", permissions=["change"])
+    def approve_tools(self, request, queryset):
+        reason = request.POST.get("reason", "").strip()
+        tools = list(queryset)
+        for tool in tools:
+            tool_approve(tool=tool, reviewer=request.user, reason=reason)
+        self.message_user(request, f"Approved {len(tools)} tool(s).", messages.SUCCESS)
+
+    @admin.action(description="Reject selected tools (write the reason first)", permissions=["change"])
+    def reject_tools(self, request, queryset):
+        reason = request.POST.get("reason", "").strip()
+        if not reason:
+            self.message_user(request, "Write why in the Reason box to reject tools; nothing changed.", messages.ERROR)
+            return
+        tools = list(queryset)
+        for tool in tools:
+            tool_reject(tool=tool, reviewer=request.user, reason=reason)
+        self.message_user(request, f"Rejected {len(tools)} tool(s).", messages.SUCCESS)
+
+
+# --- Agents ---------------------------------------------------------------------------------------
+
+
+class AgentAdminForm(forms.ModelForm):
+    class Meta:
+        model = Agent
+        fields = (
+            "owner",
+            "name",
+            "start",
+            "goal",
+            "status",
+            "provider",
+            "model",
+            "system_prompt",
+            "tools",
+            "max_steps",
+            "token_budget",
+        )
+
+    def clean(self):
+        cleaned = super().clean()
+        owner = cleaned.get("owner")
+        if owner is not None:
+            try:
+                agent_check_attachments(
+                    owner=owner, provider=cleaned.get("provider"), tools=list(cleaned.get("tools") or [])
+                )
+            except InvalidInput as exc:
+                self.add_error(exc.field, exc.message)
+        return cleaned
+
+
+@admin.register(Agent)
+class AgentAdmin(admin.ModelAdmin):
+    form = AgentAdminForm
+    list_display = ("name", "owner", "status", "provider", "model", "created_at")
+    list_filter = ("status",)
+    search_fields = ("name", "goal", "owner__username")
+    raw_id_fields = ("owner", "provider")
+    filter_horizontal = ("tools",)
+    readonly_fields = ("created_at", "updated_at")
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if db_field.name == "tools":
+            kwargs["queryset"] = Tool.objects.filter(status=Tool.Status.APPROVED)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+
+# --- Sessions -------------------------------------------------------------------------------------
+
+
+class MessageInline(admin.TabularInline):
+    model = Message
+    fields = ("sequence_number", "role", "content", "user", "created_at")
+    readonly_fields = fields
+    ordering = ("sequence_number",)
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Session)
+class SessionAdmin(admin.ModelAdmin):
+    inlines = (MessageInline,)
+    list_display = ("__str__", "owner", "status", "agent", "last_sequence_number", "created_at")
+    list_filter = ("status",)
+    search_fields = ("title", "owner__username")
+    raw_id_fields = ("owner", "agent")
+    readonly_fields = ("last_sequence_number", "created_at", "updated_at")
+
+
+@admin.register(SessionWorkflow)
+class SessionWorkflowAdmin(admin.ModelAdmin):
+    """Versions are history: they are looked at, never edited (a new one is a new row)."""
+
+    list_display = ("__str__", "session", "sequence_number", "is_current", "status", "source_type", "created_at")
+    list_filter = ("is_current", "status", "source_type")
+    search_fields = ("session__title", "user__username")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,32 @@
+"""ASGI entry point for daphne: HTTP through Django, websockets through Channels."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from config.routing import websocket_urlpatterns  # noqa: E402
+
+if settings.EMBEDDED:
+    # Embedded mode: this server process is also the worker. Starting the engine now lets its
+    # reaper resume runs a previous process left running, before anyone starts a new one.
+    from workflows.execution.embedded import embedded_engine
+    from workflows.schedules.embedded import schedule_ticker
+
+    embedded_engine.start()
+    schedule_ticker.start()
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+    }
+)

@@ -1,0 +1,257 @@
+"""Weft settings, read from the environment in this one place.
+
+Defaults are safe for a laptop; production secrets have no default. ``make run`` writes a
+``.env`` with fresh random keys on first use, which is read here when present.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+
+SECRET_KEY = env.str("WEFT_SECRET_KEY", default="")
+if not SECRET_KEY:
+    raise ImproperlyConfigured("Set WEFT_SECRET_KEY (make run writes one into .env for you).")
+
+# Earlier secret keys, still accepted for signatures while sessions and stored secrets move over.
+SECRET_KEY_FALLBACKS = env.list("WEFT_SECRET_KEY_FALLBACKS", default=[])
+
+# Encrypts secrets at rest (app secrets, provider keys); django-cryptography also signs each stored
+# value with SECRET_KEY. After changing either key, run `manage.py rotate_field_key` with the old
+# one in WEFT_FIELD_ENCRYPTION_KEY_PREVIOUS or WEFT_SECRET_KEY_FALLBACKS: see README "Rotating keys".
+FIELD_ENCRYPTION_KEY = env.str("WEFT_FIELD_ENCRYPTION_KEY", default="")
+if not FIELD_ENCRYPTION_KEY:
+    raise ImproperlyConfigured("Set WEFT_FIELD_ENCRYPTION_KEY (make run writes one into .env).")
+CRYPTOGRAPHY_KEY = FIELD_ENCRYPTION_KEY
+CRYPTOGRAPHY_SALT = "weft-field-encryption"
+# The previous key, only while `manage.py rotate_field_key` re-encrypts the stored secrets.
+FIELD_ENCRYPTION_KEY_PREVIOUS = env.str("WEFT_FIELD_ENCRYPTION_KEY_PREVIOUS", default="")
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "knox",
+    "django_filters",
+    "drf_spectacular",
+    "channels",
+    "django_celery_beat",
+    "accounts",
+    "licensing",
+    "workflows",
+    "agents",
+    "history",
+    "templates.apps.WorkflowTemplatesConfig",
+    "console",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'weft.sqlite3'}"),
+}
+DATABASES["default"]["ATOMIC_REQUESTS"] = False
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    (BASE_DIR / "var").mkdir(exist_ok=True)
+    # WAL and a busy timeout let the server, the in-process engine and beat share the file.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE"}
+    )
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "accounts.User"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+WHITENOISE_USE_FINDERS = DEBUG
+
+LOGIN_URL = "admin:login"
+
+# --- Redis: broker, channel layer, shared counters. Unset means embedded mode. ---------------
+REDIS_URL = env.str("REDIS_URL", default="")
+EMBEDDED = not REDIS_URL
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+        }
+    }
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Copied into the database by the scheduler: resume or end runs whose worker is gone.
+CELERY_BEAT_SCHEDULE = {
+    "weft-runs-reap": {"task": "workflows.runs_reap", "schedule": 30.0},
+    "weft-retention-purge": {"task": "history.retention_purge", "schedule": 3600.0},
+    "weft-schedules-sync": {"task": "workflows.schedules_sync", "schedule": 30.0},
+}
+# Longer than the longest run, so that a run's message is not redelivered while it is running.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("WEFT_BROKER_VISIBILITY_TIMEOUT_S", default=6 * 3600)}
+
+# --- The API ----------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "knox.auth.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON only: one way to send a body, and one place that checks it can be stored.
+    "DEFAULT_PARSER_CLASSES": ["config.api.parsers.StrictJSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "config.api.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.SearchFilter",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "config.api.exceptions.exception_handler",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+
+REST_KNOX = {
+    "AUTH_HEADER_PREFIX": "Token",
+    "TOKEN_TTL": None,
+    "AUTO_REFRESH": False,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Weft API",
+    "DESCRIPTION": "Build, publish and run AI-agent workflows.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "SessionWorkflowStatusEnum": "agents.models.SessionWorkflowStatus",
+        "MessageRoleEnum": "agents.models.MessageRole",
+        "WorkflowMemberRoleEnum": "workflows.models.WorkflowMemberRole",
+        "RunStatusEnum": "workflows.models.RunStatus",
+        "EnabledStatusEnum": "licensing.models.EnabledStatus",
+        "WorkflowStatusEnum": "workflows.models.WorkflowStatus",
+        "TaskStatusEnum": "workflows.models.TaskStatus",
+        "ScheduleStatusEnum": "workflows.models.ScheduledWorkflowStatus",
+        "ScheduleLastExecutionStatusEnum": "workflows.models.ScheduledWorkflowExecutionStatus",
+    },
+}
+
+# --- Security: strict unless DEBUG; `check --deploy` passes with real values. ----------------
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+if not DEBUG:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+    SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
+    CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- Engine tunables, read through workflows.engine.settings ---------------------------------
+WEFT = {
+    # Outbound calls (http_request, llm, tools, provider tests) never reach private, loopback or
+    # metadata addresses, except these: networks, addresses or host names, each with an optional port.
+    "OUTBOUND_ALLOW": env.list("WEFT_OUTBOUND_ALLOW", default=[]),
+    "APP_RATE_LIMIT_PER_MINUTE": env.int("WEFT_APP_RATE_LIMIT_PER_MINUTE", default=600),
+    # Finished runs (with their tasks and events) and node history older than this are purged.
+    "RETENTION_DAYS": env.int("WEFT_RETENTION_DAYS", default=30),
+    # Engine tunables (workflows/engine/conf.py) from WEFT_ENGINE_<NAME>, values as JSON:
+    # e.g. WEFT_ENGINE_LEASE_TTL_S=30, WEFT_ENGINE_EMBEDDED_REAPER=false.
+    "ENGINE": {
+        name.removeprefix("WEFT_ENGINE_"): env.json(name)
+        for name in sorted(env.ENVIRON)
+        if name.startswith("WEFT_ENGINE_")
+    },
+}

@@ -1,0 +1,21 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from . import views
+
+app_name = "console"
+
+urlpatterns = [
+    path("", views.workflow_list, name="workflows"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(
+            template_name="console/login.html", redirect_authenticated_user=True, next_page="console:workflows"
+        ),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(next_page="console:login"), name="logout"),
+    path("workflows/<uuid:workflow_id>/", views.workflow_detail, name="workflow"),
+    path("runs/<uuid:run_id>/", views.run_detail, name="run"),
+    path("templates/", views.template_list, name="templates"),
+]

@@ -1,0 +1,94 @@
+"""Retention: finished runs (with their tasks and events) and node history older than the window go.
+
+The window is ``settings.WEFT["RETENTION_DAYS"]`` (30 by default, seed 001; ``None`` keeps
+everything). Deletion goes in batches of ``RETENTION_BATCH_SIZE`` ids, each in a short
+transaction of its own, so that no table is locked and runs being written meanwhile wait for
+nothing. Only runs that have ended (succeeded, failed, cancelled) go; ``usage_metrics`` rows stay
+(their ``run`` becomes null) and so does the audit trail.
+
+A beat task (``history.retention_purge``, see :mod:`history.tasks`) calls
+:func:`retention_purge`; in embedded mode the engine's periodic loop calls
+:func:`retention_purge_if_due`, which purges at most once per ``RETENTION_INTERVAL_S``.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+from django.utils import timezone
+
+from workflows.models import RUN_FINAL_STATUSES, Run
+
+from .models import WorkflowNodeHistory
+
+DEFAULTS = {
+    "RETENTION_DAYS": 30,
+    "RETENTION_BATCH_SIZE": 1000,
+    "RETENTION_INTERVAL_S": 3600,
+}
+DUE_KEY = "weft:history:retention-purge-due"
+
+
+@dataclass(frozen=True)
+class PurgeReport:
+    runs: int = 0
+    node_history: int = 0
+    batches: int = 0
+
+
+def retention_setting(name: str):
+    return getattr(settings, "WEFT", {}).get(name, DEFAULTS[name])
+
+
+def retention_cutoff(*, now: datetime | None = None) -> datetime | None:
+    """Rows older than this go; None when retention is off."""
+    days = retention_setting("RETENTION_DAYS")
+    if days is None:
+        return None
+    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+        raise ImproperlyConfigured('WEFT["RETENTION_DAYS"] must be a whole number of days, at least 1, or None.')
+    return (now or timezone.now()) - timedelta(days=days)
+
+
+def retention_purge(*, now: datetime | None = None, batch_size: int | None = None) -> PurgeReport:
+    """Delete the finished runs and the node history older than the retention window, batch by batch."""
+    cutoff = retention_cutoff(now=now)
+    if cutoff is None:
+        return PurgeReport()
+    batch_size = batch_size or retention_setting("RETENTION_BATCH_SIZE")
+    # Finished before the cutoff (so created before it too: the created_at index finds them).
+    old_runs = Run.objects.filter(status__in=RUN_FINAL_STATUSES, created_at__lt=cutoff, finished_at__lt=cutoff)
+    runs, run_batches = _purge_in_batches(old_runs, order="created_at", batch_size=batch_size)
+    old_history = WorkflowNodeHistory.objects.filter(create_time__lt=cutoff)
+    history, history_batches = _purge_in_batches(old_history, order="pk", batch_size=batch_size)
+    return PurgeReport(runs=runs, node_history=history, batches=run_batches + history_batches)
+
+
+def retention_purge_if_due(*, now: datetime | None = None) -> PurgeReport | None:
+    """Purge unless a purge began less than RETENTION_INTERVAL_S ago (in any process sharing the cache)."""
+    if not cache.add(DUE_KEY, True, timeout=retention_setting("RETENTION_INTERVAL_S")):
+        return None
+    return retention_purge(now=now)
+
+
+def _purge_in_batches(queryset, *, order: str, batch_size: int) -> tuple[int, int]:
+    """Delete the rows of ``queryset`` (and what cascades from them), oldest first, ``batch_size`` at a time.
+
+    ``order`` is an indexed column, so that each batch reads its ids off an index.
+    """
+    deleted = batches = 0
+    model = queryset.model
+    while True:
+        with transaction.atomic():
+            # Rows another transaction holds are left for the next purge instead of waited for.
+            ids = list(
+                queryset.select_for_update(skip_locked=True).order_by(order).values_list("pk", flat=True)[:batch_size]
+            )
+            if not ids:
+                return deleted, batches
+            model.objects.filter(pk__in=ids).delete()
+        deleted += len(ids)
+        batches += 1

@@ -1,0 +1,126 @@
+"""What a finished run used: one ``usage_metrics`` row per (provider, model), kept after the run is purged.
+
+Tokens come from the ``usage`` of the run's llm and agent tasks (``prompt_tokens`` in,
+``completion_tokens`` out, as the llm node returns them). The provider is named by its name
+(the owner's ``llm_providers.name``), the model as the node asked for it. ``duration_ms`` and
+``node_count`` (node executions that ran: succeeded or failed, iterations' included) are the
+run's; they are written on the first row only and are 0 on the others, so that sums over rows
+are the run's totals. A run that used no model gets one row with provider and model empty.
+"""
+
+import uuid
+from collections import defaultdict
+
+from django.db import transaction
+
+from config.errors import Conflict, NotFound
+from workflows.engine.templating import TemplateRenderError, render_text
+from workflows.models import Run, Task, TaskStatus
+
+from .models import UsageMetric
+
+#: Node types whose output carries the ``usage`` of a model.
+MODEL_NODE_TYPES = ("llm", "agent")
+RAN = (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
+
+
+def usage_record_for_run(*, run_id: uuid.UUID | str) -> list[UsageMetric]:
+    """Write the run's usage rows once; later calls write nothing and return the rows already there.
+
+    The run is locked while its rows are checked and written, so two callers (the worker that
+    ended the run and a reaper, say) cannot both write them.
+    """
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            raise NotFound("No such run.", field="run_id")
+        existing = list(UsageMetric.objects.filter(run=run).order_by("id"))
+        if existing:
+            return existing
+        if not run.is_finished:
+            raise Conflict("The run has not finished; its usage is not known yet.", code="run_not_finished")
+        tasks = list(Task.objects.filter(run=run, status__in=RAN).only("node_id", "node_type", "scope", "output_data"))
+        tokens = _tokens_by_model(run=run, tasks=tasks) or {("", ""): (0, 0)}
+        started = run.started_at or run.created_at
+        duration_ms = max(int((run.finished_at - started).total_seconds() * 1000), 0) if run.finished_at else 0
+        rows = [
+            UsageMetric(
+                user_id=run.triggered_by_id or run.workflow.owner_id,
+                app_id=run.app_id,
+                workflow_id=run.workflow_id,
+                run=run,
+                provider=provider[:100],
+                model=model[:100],
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                node_count=len(tasks) if index == 0 else 0,
+                duration_ms=duration_ms if index == 0 else 0,
+            )
+            for index, ((provider, model), (tokens_in, tokens_out)) in enumerate(sorted(tokens.items()))
+        ]
+        return UsageMetric.objects.bulk_create(rows)
+
+
+def _tokens_by_model(*, run: Run, tasks: list[Task]) -> dict[tuple[str, str], tuple[int, int]]:
+    totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    providers: dict[str, tuple[str, str]] = {}
+    for task in tasks:
+        usage = (task.output_data or {}).get("usage") if isinstance(task.output_data, dict) else None
+        if task.node_type not in MODEL_NODE_TYPES or not isinstance(usage, dict):
+            continue
+        config = _node_config(graph=run.graph, node_id=task.node_id, scope=task.scope)
+        provider, model = _provider_and_model(run=run, config=config, usage=usage, cache=providers)
+        counts = totals[(provider, model)]
+        counts[0] += _count(usage, "prompt_tokens", "input_tokens")
+        counts[1] += _count(usage, "completion_tokens", "output_tokens")
+    return {key: (tokens_in, tokens_out) for key, (tokens_in, tokens_out) in totals.items()}
+
+
+def _count(usage: dict, *names: str) -> int:
+    for name in names:
+        value = usage.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return 0
+
+
+def _node_config(*, graph: dict, node_id: str, scope: str) -> dict:
+    """The config of ``node_id`` in the frozen graph, found through the iterations its scope names."""
+    for part in filter(None, scope.split("/")):
+        container = _node(graph, part.split("[", 1)[0])
+        graph = (container or {}).get("config", {}).get("graph") or {}
+    return (_node(graph, node_id) or {}).get("config") or {}
+
+
+def _node(graph: dict, node_id: str) -> dict | None:
+    return next((node for node in graph.get("nodes", []) if node.get("id") == node_id), None)
+
+
+def _provider_and_model(*, run: Run, config: dict, usage: dict, cache: dict) -> tuple[str, str]:
+    """The provider's name and the model, from the usage when it says, else from the node's config."""
+    from agents.models import Agent, LLMProvider
+
+    provider_ref = str(usage.get("provider") or config.get("provider") or "")
+    model = str(usage.get("model") or config.get("model") or "")
+    if "{{" in provider_ref or "{%" in provider_ref:
+        # Most providers are a run input ("{{ start.provider }}"); other references stay unresolved.
+        try:
+            provider_ref = render_text(provider_ref, {"start": run.inputs or {}, "sys": {}})
+        except TemplateRenderError:
+            provider_ref = ""
+    if not provider_ref and config.get("agent"):
+        agent = Agent.objects.filter(pk=_uuid(config["agent"])).values("provider", "model").first() or {}
+        provider_ref, model = str(agent.get("provider") or ""), model or agent.get("model") or ""
+    if provider_ref not in cache:
+        key = _uuid(provider_ref)
+        found = LLMProvider.objects.filter(pk=key).values("name", "model").first() if key else None
+        cache[provider_ref] = (found["name"], found["model"]) if found else (provider_ref, "")
+    name, default_model = cache[provider_ref]
+    return name, model or default_model
+
+
+def _uuid(value) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None

@@ -1,0 +1,262 @@
+"""The API client apps call with their credentials and a license: run published workflows.
+
+``POST /app/workflows/<id>/runs/`` with ``Accept: text/event-stream`` answers a server-sent event
+stream of the run: each event of the run as ``id: <seq>``, ``event: <type>``, ``data: <the
+event as the websocket sends it>``; then ``event: run.finished`` whose data is the finished run
+(status, outputs, error, tasks); then the stream closes. A ``: keep-alive`` comment is sent when
+nothing else was for 15 seconds.
+"""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.http import StreamingHttpResponse
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.permissions import BasePermission
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView
+
+from config.api.pagination import PageNumberPagination
+from config.errors import Forbidden, NotFound, RateLimited
+from config.rate_limits import rate_limit_hit
+from history.memory import memory_rounds_for_app
+from workflows.consumers import REPLAY_BATCH, _events_after
+from workflows.execution import live
+from workflows.execution import services as execution
+from workflows.models import RUN_FINAL_STATUSES, ReleaseChannel, Run, RunTrigger, Workflow
+from workflows.releases.selectors import flow_latest_released
+from workflows.serializers import RunSerializer
+
+from .app_serializers import (
+    AppChatHistoryQuerySerializer,
+    AppChatRoundSerializer,
+    AppRunStartedSerializer,
+    AppRunStartSerializer,
+)
+from .authentication import AppCredentialsAuthentication, AppPrincipal
+from .models import App, EnabledStatus, License
+
+DEFAULT_APP_RATE_LIMIT_PER_MINUTE = 600
+#: Seconds of silence after which an event stream sends a comment, so that proxies keep it open.
+SSE_HEARTBEAT_S = 15.0
+SSE_FINAL_EVENT = "run.finished"
+_FINAL_EVENT_TYPES = frozenset(f"run.{status}" for status in RUN_FINAL_STATUSES)
+
+
+def app_rate_limit_check(*, app: App) -> None:
+    limit = app.rate_limit_per_minute or settings.WEFT.get(
+        "APP_RATE_LIMIT_PER_MINUTE", DEFAULT_APP_RATE_LIMIT_PER_MINUTE
+    )
+    decision = rate_limit_hit(key=f"app:{app.pk}", limit=limit, window_s=60)
+    if not decision.allowed:
+        raise RateLimited(f"This app may make {limit} calls a minute.", retry_after=decision.retry_after, limit=limit)
+
+
+def license_check(*, app: App, workflow: Workflow) -> None:
+    """Read on every call, never cached, so that switching a license off takes effect at once."""
+    license_status = License.objects.filter(app=app, group=workflow).values_list("status", flat=True).first()
+    if license_status is None:
+        raise Forbidden("This app has no license for this workflow.", code="no_license")
+    if license_status != EnabledStatus.ENABLED:
+        raise Forbidden("This app's license for this workflow is disabled.", code="license_disabled")
+
+
+class EventStreamRenderer(BaseRenderer):
+    """Lets a client ask for ``text/event-stream``; the view streams it (errors are answered in JSON)."""
+
+    media_type = "text/event-stream"
+    format = "sse"
+    charset = "utf-8"
+
+
+def _sse_frame(*, event: str, data: dict, seq: int | None = None) -> bytes:
+    head = f"id: {seq}\n" if seq is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _finished_run(run_id) -> dict:
+    return dict(RunSerializer(Run.objects.prefetch_related("tasks").get(pk=run_id)).data)
+
+
+async def _final_frame(run_id) -> bytes:
+    return _sse_frame(event=SSE_FINAL_EVENT, data=await database_sync_to_async(_finished_run)(run_id))
+
+
+async def run_event_stream(*, run_id, heartbeat_s: float = SSE_HEARTBEAT_S) -> AsyncIterator[bytes]:
+    """The run's events as SSE frames, from the first, until the run has finished.
+
+    Like the websocket consumer, it joins the run's group before it reads the stored events,
+    then drops live events it has already sent. A live event that skips a seq (the layer lost
+    one), and every heartbeat, send it back to the stored events, so nothing is missed.
+    """
+    live.bind_consumer_loop(asyncio.get_running_loop())
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    group = live.RUN_GROUP.format(run_id)
+    await layer.group_add(group, channel)
+    last_seq = 0
+    try:
+        while True:
+            while True:
+                stored = await database_sync_to_async(_events_after)(run_id, last_seq)
+                for event in stored:
+                    last_seq = event["seq"]
+                    yield _sse_frame(event=event["type"], data=event, seq=last_seq)
+                    if event["type"] in _FINAL_EVENT_TYPES:
+                        yield await _final_frame(run_id)
+                        return
+                if len(stored) < REPLAY_BATCH:
+                    break
+            while True:
+                try:
+                    message = await asyncio.wait_for(layer.receive(channel), timeout=heartbeat_s)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    break
+                event = message["event"]
+                if event["seq"] <= last_seq:
+                    continue
+                if event["seq"] > last_seq + 1:
+                    break
+                last_seq = event["seq"]
+                yield _sse_frame(event=event["type"], data=event, seq=last_seq)
+                if event["type"] in _FINAL_EVENT_TYPES:
+                    yield await _final_frame(run_id)
+                    return
+    finally:
+        await layer.group_discard(group, channel)
+
+
+class IsApp(BasePermission):
+    def has_permission(self, request, view) -> bool:
+        return isinstance(request.user, AppPrincipal)
+
+
+class AppApiView(APIView):
+    authentication_classes = [AppCredentialsAuthentication]
+    permission_classes = [IsApp]
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        app_rate_limit_check(app=request.auth)
+
+
+RUN_STARTED_200 = (
+    "With `wait`: the finished run. With `Accept: text/event-stream`: the run's events as server-sent events "
+    "(`id: <seq>`, `event: <type>`, `data: <json>`), then `event: run.finished` with the finished run."
+)
+
+
+class AppWorkflowRunApi(AppApiView):
+    renderer_classes = [*api_settings.DEFAULT_RENDERER_CLASSES, EventStreamRenderer]
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        if isinstance(response, Response) and isinstance(
+            getattr(request, "accepted_renderer", None), EventStreamRenderer
+        ):
+            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
+
+    @extend_schema(
+        operation_id="app_workflow_run_start",
+        request=AppRunStartSerializer,
+        responses={
+            (202, "application/json"): AppRunStartedSerializer,
+            (200, "application/json"): OpenApiResponse(RunSerializer, description=RUN_STARTED_200),
+            (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description=RUN_STARTED_200),
+        },
+        parameters=[OpenApiParameter("id", str, OpenApiParameter.PATH, description="Workflow group id.")],
+        tags=["app"],
+    )
+    def post(self, request, id):
+        """Run the latest released version (or the `version` asked for) of a workflow this app is licensed for."""
+        app: App = request.auth
+        workflow = Workflow.objects.filter(pk=id).first()
+        if workflow is None:
+            raise NotFound("No such workflow.")
+        license_check(app=app, workflow=workflow)
+        serializer = AppRunStartSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        flow = flow_latest_released(
+            workflow_id=workflow.pk, channel=ReleaseChannel.API, version_range=data.get("version")
+        )
+        if flow is None:
+            raise NotFound("No released version matches.", field="version" if data.get("version") else None)
+        run = execution.run_start(
+            workflow=workflow,
+            user=None,
+            inputs=data["inputs"],
+            trigger=RunTrigger.APP,
+            flow=flow,
+            app=app,
+            chat_id=data["chat_id"],
+            uid=data["uid"],
+        )
+        if isinstance(request.accepted_renderer, EventStreamRenderer):
+            return StreamingHttpResponse(
+                run_event_stream(run_id=run.pk),
+                content_type="text/event-stream; charset=utf-8",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        if data["wait"]:
+            run = execution.run_wait(run=run)
+            if run.is_finished:
+                run = Run.objects.prefetch_related("tasks").get(pk=run.pk)
+                return Response(RunSerializer(run).data, status=status.HTTP_200_OK)
+        body = {
+            "id": run.pk,
+            "status": run.status,
+            "version": run.version,
+            "url": request.build_absolute_uri(reverse("app-run-detail", kwargs={"id": run.pk})),
+        }
+        return Response(AppRunStartedSerializer(body).data, status=status.HTTP_202_ACCEPTED)
+
+
+class AppRunDetailApi(AppApiView):
+    @extend_schema(
+        operation_id="app_run_retrieve",
+        responses={200: RunSerializer},
+        parameters=[OpenApiParameter("id", str, OpenApiParameter.PATH, description="Run id.")],
+        tags=["app"],
+    )
+    def get(self, request, id):
+        """A run this app started."""
+        run = Run.objects.filter(pk=id, app=request.auth).prefetch_related("tasks").first()
+        if run is None:
+            raise NotFound("No such run.")
+        return Response(RunSerializer(run).data)
+
+
+class AppChatHistoryApi(AppApiView):
+    pagination_class = PageNumberPagination
+
+    @extend_schema(
+        operation_id="app_chat_history",
+        parameters=[
+            OpenApiParameter("chat_id", str, OpenApiParameter.PATH, description="The conversation's chat_id."),
+            AppChatHistoryQuerySerializer,
+        ],
+        responses={200: AppChatRoundSerializer(many=True)},
+        tags=["app"],
+    )
+    def get(self, request, chat_id):
+        """The conversation's rounds with llm nodes that have memory, newest last (`?page=last` for the newest).
+
+        Only this app's rounds, of workflows it holds an enabled license for.
+        """
+        query = AppChatHistoryQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        rounds = memory_rounds_for_app(app=request.auth, chat_id=chat_id, **query.validated_data)
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(rounds, request, view=self)
+        return paginator.get_paginated_response(AppChatRoundSerializer(page, many=True).data)

@@ -1,0 +1,148 @@
+"""How a client app proves who it is: its key and secret, or an HMAC-SHA256 signature.
+
+Bearer:   ``Authorization: Bearer <api_key>:<api_secret>``
+HMAC:     ``Authorization: WEFT-HMAC-SHA256 Credential=<api_key>, Signature=<base64>``
+          with ``X-Weft-Date`` (or ``Date``; an HTTP date, within 5 minutes of the server's clock)
+          and ``X-Weft-Nonce`` (8–64 characters, never used twice by the same app). The signature is
+          HMAC-SHA256 with the app secret over these lines joined by ``\\n``:
+          method, path with query string, the date header's value, the nonce, hex SHA-256 of the body.
+"""
+
+import base64
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from email.utils import parsedate_to_datetime
+
+from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication
+
+from .models import App
+from .nonces import nonce_claim
+
+SIGNATURE_WINDOW = timedelta(minutes=5)
+HMAC_SCHEME = "WEFT-HMAC-SHA256"
+_HMAC_PARAMS = re.compile(r"^\s*Credential=([^,\s]+)\s*,\s*Signature=([A-Za-z0-9+/=]+)\s*$")
+_NONCE = re.compile(r"^[A-Za-z0-9._~-]{8,64}$")
+
+
+@dataclass(frozen=True)
+class AppPrincipal:
+    """``request.user`` for a call made by a client app (``request.auth`` is the App)."""
+
+    app: App
+
+    is_authenticated = True
+    is_anonymous = False
+    is_staff = False
+    is_superuser = False
+
+    @property
+    def pk(self):
+        return None
+
+    def __str__(self) -> str:
+        return f"app:{self.app.alias_id}"
+
+
+class ReplayedNonce(exceptions.APIException):
+    status_code = 409
+    default_detail = "This nonce was already used; sign every request with a fresh one."
+    default_code = "replayed_nonce"
+
+
+def string_to_sign(*, method: str, path: str, date: str, nonce: str, body: bytes) -> bytes:
+    return "\n".join([method.upper(), path, date, nonce, hashlib.sha256(body).hexdigest()]).encode()
+
+
+def sign(*, secret: str, method: str, path: str, date: str, nonce: str, body: bytes) -> str:
+    """The signature a client sends; the server computes the same to compare."""
+    digest = hmac.new(
+        secret.encode(), string_to_sign(method=method, path=path, date=date, nonce=nonce, body=body), hashlib.sha256
+    ).digest()
+    return base64.b64encode(digest).decode()
+
+
+def _refuse(message: str) -> exceptions.AuthenticationFailed:
+    return exceptions.AuthenticationFailed(message, code="bad_credentials")
+
+
+def _enabled_app(api_key: str) -> App:
+    app = App.objects.filter(api_key=api_key).first()
+    if app is None:
+        raise _refuse("Unknown app key or wrong secret.")
+    if not app.is_enabled:
+        raise _refuse("This app is disabled.")
+    return app
+
+
+class AppCredentialsAuthentication(BaseAuthentication):
+    """Authenticates client apps; user tokens and sessions are not accepted on the app API."""
+
+    def authenticate(self, request):
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        scheme, _, params = header.partition(" ")
+        if scheme.lower() == "bearer":
+            return self._bearer(params.strip())
+        if scheme.upper() == HMAC_SCHEME:
+            return self._hmac(request, params)
+        return None
+
+    def authenticate_header(self, request):
+        return f'Bearer realm="apps", {HMAC_SCHEME}'
+
+    def _bearer(self, credentials: str):
+        api_key, sep, secret = credentials.partition(":")
+        if not sep or not api_key or not secret or len(api_key) > 50 or len(secret) > 256:
+            raise _refuse("Use Authorization: Bearer <api_key>:<api_secret>.")
+        app = _enabled_app(api_key)
+        if not hmac.compare_digest(app.api_secret.encode(), secret.encode()):
+            raise _refuse("Unknown app key or wrong secret.")
+        return AppPrincipal(app), app
+
+    def _hmac(self, request, params: str):
+        match = _HMAC_PARAMS.match(params)
+        if not match:
+            raise _refuse(f"Use Authorization: {HMAC_SCHEME} Credential=<api_key>, Signature=<base64>.")
+        api_key, signature = match.groups()
+        date = request.META.get("HTTP_X_WEFT_DATE") or request.META.get("HTTP_DATE") or ""
+        nonce = request.META.get("HTTP_X_WEFT_NONCE", "")
+        try:
+            signed_at = parsedate_to_datetime(date)
+        except (TypeError, ValueError):
+            raise _refuse("Send the signing time in X-Weft-Date as an HTTP date.") from None
+        if signed_at.tzinfo is None or abs(timezone.now() - signed_at) > SIGNATURE_WINDOW:
+            raise _refuse("The signature's date is outside the 5-minute window.")
+        if not _NONCE.match(nonce):
+            raise _refuse("Send X-Weft-Nonce: 8 to 64 letters, digits or ._~- characters.")
+        app = _enabled_app(api_key)
+        expected = sign(
+            secret=app.api_secret,
+            method=request.method,
+            path=request.get_full_path(),
+            date=date,
+            nonce=nonce,
+            body=request.body,
+        )
+        if not hmac.compare_digest(expected.encode(), signature.encode()):
+            raise _refuse("The signature does not match this request.")
+        # Claimed only once the signature is valid, so that nobody can burn another app's nonces.
+        if not nonce_claim(app=app, nonce=nonce, ttl=SIGNATURE_WINDOW * 2):
+            raise ReplayedNonce()
+        return AppPrincipal(app), app
+
+
+class AppCredentialsScheme(OpenApiAuthenticationExtension):
+    target_class = "licensing.authentication.AppCredentialsAuthentication"
+    name = "appCredentials"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "`Bearer <api_key>:<api_secret>`, or the WEFT-HMAC-SHA256 signature scheme.",
+        }

@@ -1,0 +1,149 @@
+"""Re-encrypt every encrypted model field from the previous field key to the current one.
+
+Rotation: set ``WEFT_FIELD_ENCRYPTION_KEY`` to the new key and ``WEFT_FIELD_ENCRYPTION_KEY_PREVIOUS``
+to the old one, run this command, then drop the previous key. Values already readable with the
+current key are left alone, so running it twice is harmless.
+
+django_cryptography stores ``pickle(value)`` AES-CBC encrypted with a key derived by PBKDF2 from
+``CRYPTOGRAPHY_KEY`` and ``CRYPTOGRAPHY_SALT``, and signed with an HMAC keyed by Django's
+``SECRET_KEY``, so a change of ``SECRET_KEY`` makes the stored values unreadable too: put the old
+one in ``SECRET_KEY_FALLBACKS`` and run this command, which re-signs them with the current one.
+It works on the stored bytes directly and never unpickles or prints a value.
+"""
+
+import pickletools
+import struct
+from collections import deque
+from dataclasses import dataclass
+
+from django.apps import apps
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.core.signing import BadSignature
+from django.db import connection, models, transaction
+from django.utils.encoding import force_bytes
+from django_cryptography.core.signing import FernetSigner
+from django_cryptography.fields import EncryptedMixin
+from django_cryptography.utils.crypto import FernetBytes, InvalidToken, pbkdf2
+
+# django_cryptography.conf derives its key with these parameters (not exposed as settings).
+_KDF_ITERATIONS = 30000
+
+
+def derive_field_key(raw_key: str) -> bytes:
+    """The AES key django_cryptography derives from a ``CRYPTOGRAPHY_KEY`` value."""
+    digest = settings.CRYPTOGRAPHY_DIGEST
+    return pbkdf2(raw_key, settings.CRYPTOGRAPHY_SALT, _KDF_ITERATIONS, digest.digest_size, digest)
+
+
+def encrypted_fields() -> list[tuple[type[models.Model], models.Field]]:
+    """Every concrete encrypted field using the global key, over all installed models."""
+    return [
+        (model, field)
+        for model in apps.get_models()
+        for field in model._meta.concrete_fields
+        if isinstance(field, EncryptedMixin) and field.key is None and not model._meta.proxy
+    ]
+
+
+def is_whole_pickle(data: bytes) -> bool:
+    """Whether ``data`` parses as exactly one pickle, read without executing it.
+
+    The signature covers the ciphertext, not the AES key: decrypting with the wrong key passes
+    the padding check about once in 256 tries and yields noise, which this tells apart.
+    """
+    try:
+        last = deque(pickletools.genops(data), maxlen=1)
+    except (ValueError, EOFError, struct.error):
+        return False
+    if not last:
+        return False
+    opcode, _, position = last[0]
+    return opcode.name == "STOP" and position == len(data) - 1
+
+
+@dataclass
+class FieldReport:
+    label: str
+    rotated: int = 0
+    current: int = 0
+
+
+class Command(BaseCommand):
+    help = (
+        "Re-encrypt every encrypted field from FIELD_ENCRYPTION_KEY_PREVIOUS to FIELD_ENCRYPTION_KEY "
+        "(idempotent; one transaction)."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--dry-run", action="store_true", help="Count what would be re-encrypted, then roll back.")
+
+    def handle(self, *args, dry_run: bool = False, **options):
+        previous = settings.FIELD_ENCRYPTION_KEY_PREVIOUS
+        fallbacks = list(getattr(settings, "SECRET_KEY_FALLBACKS", []))
+        if not previous and not fallbacks:
+            raise CommandError(
+                "Set WEFT_FIELD_ENCRYPTION_KEY_PREVIOUS to the key the stored values were written with "
+                "(or SECRET_KEY_FALLBACKS after a change of SECRET_KEY)."
+            )
+        signing_keys = [settings.SECRET_KEY, *fallbacks]
+        field_keys = [settings.CRYPTOGRAPHY_KEY, *([derive_field_key(previous)] if previous else [])]
+        readers = [
+            FernetBytes(field_key, FernetSigner(signing_key))
+            for field_key in field_keys
+            for signing_key in signing_keys
+        ]
+
+        reports = []
+        with transaction.atomic():
+            for model, field in encrypted_fields():
+                reports.append(self._rotate_field(model, field, readers))
+            if dry_run:
+                transaction.set_rollback(True)
+
+        for report in reports:
+            verb = "would re-encrypt" if dry_run else "re-encrypted"
+            self.stdout.write(f"{report.label}: {verb} {report.rotated}, already current {report.current}")
+
+    def _rotate_field(self, model, field, readers: list[FernetBytes]) -> FieldReport:
+        current_writer = field._fernet
+        report = FieldReport(label=f"{model._meta.label}.{field.name}")
+        table = connection.ops.quote_name(model._meta.db_table)
+        column = connection.ops.quote_name(field.column)
+        pk_column = connection.ops.quote_name(model._meta.pk.column)
+        lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {pk_column}, {column} FROM {table} WHERE {column} IS NOT NULL{lock}")  # noqa: S608
+            rows = cursor.fetchall()
+            for pk, stored in rows:
+                stored = force_bytes(stored)
+                if self._readable(current_writer, stored):
+                    report.current += 1
+                    continue
+                plaintext = self._decrypt(readers, stored, report.label, pk)
+                cursor.execute(
+                    f"UPDATE {table} SET {column} = %s WHERE {pk_column} = %s",  # noqa: S608
+                    [connection.Database.Binary(current_writer.encrypt(plaintext)), pk],
+                )
+                report.rotated += 1
+        return report
+
+    @staticmethod
+    def _readable(reader: FernetBytes, stored: bytes) -> bool:
+        try:
+            return is_whole_pickle(reader.decrypt(stored))
+        except (BadSignature, InvalidToken):
+            return False
+
+    @staticmethod
+    def _decrypt(readers: list[FernetBytes], stored: bytes, label: str, pk) -> bytes:
+        for reader in readers:
+            try:
+                plaintext = reader.decrypt(stored)
+            except (BadSignature, InvalidToken):
+                continue
+            if is_whole_pickle(plaintext):
+                return plaintext
+        raise CommandError(
+            f"{label} of row {pk} is readable with neither the current nor the previous key; nothing was changed."
+        )

@@ -1,0 +1,96 @@
+import os
+import uuid
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from tests.factories import UserFactory
+
+pytest_plugins = ["tests.fakes.fixtures"]
+
+
+def services_required() -> bool:
+    return os.environ.get("WEFT_REQUIRE_SERVICES") == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `services` need PostgreSQL and Redis: skipped without them (CI refuses to start
+    without them, see pytest_sessionstart)."""
+    have_postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+    have_redis = bool(settings.REDIS_URL)
+    if have_postgres and have_redis:
+        return
+    missing = ", ".join(
+        name for name, present in (("DATABASE_URL=postgres", have_postgres), ("REDIS_URL", have_redis)) if not present
+    )
+    for item in items:
+        if "services" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=f"needs {missing}"))
+
+
+def pytest_sessionstart(session):
+    if services_required():
+        engine = settings.DATABASES["default"]["ENGINE"]
+        if not engine.endswith("postgresql") or not settings.REDIS_URL:
+            raise pytest.UsageError("WEFT_REQUIRE_SERVICES=1 but DATABASE_URL is not PostgreSQL or REDIS_URL is unset")
+
+
+@pytest.fixture
+def user(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def other_user(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def staff_user(db):
+    return UserFactory(is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()
+
+
+@pytest.fixture
+def client_for():
+    """An API client signed in as the given user."""
+
+    def make(user) -> APIClient:
+        client = APIClient()
+        client.force_authenticate(user=user)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def user_client(user, client_for):
+    return client_for(user)
+
+
+@pytest.fixture
+def other_client(other_user, client_for):
+    return client_for(other_user)
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(settings):
+    """Each test counts rate limits and quotas from zero, even on a Redis shared by parallel workers."""
+    settings.CACHES = {
+        name: {**config, "KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}"} for name, config in settings.CACHES.items()
+    }
+
+
+@pytest.fixture(autouse=True)
+def embedded_runs_finish():
+    """A run a test started in the embedded engine ends before the test's database goes away."""
+    yield
+    from workflows.execution.embedded import embedded_engine
+
+    if not embedded_engine.wait_idle(timeout=30):
+        pytest.fail("A run started by this test was still executing 30 s after it ended.")

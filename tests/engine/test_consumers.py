@@ -1,0 +1,211 @@
+"""The run websocket: authentication, permissions, a snapshot, every event in order, ``?after=`` replay."""
+
+import asyncio
+
+import pytest
+from channels.auth import AuthMiddlewareStack
+from channels.db import database_sync_to_async
+from channels.layers import channel_layers
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from knox.models import AuthToken
+
+from config.routing import websocket_urlpatterns
+from tests.engine.conftest import edge, end, node, start
+from tests.factories import RunFactory, UserFactory, WorkflowFactory, WorkflowMemberFactory
+from workflows.execution.services import run_execute
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+application = AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+
+GRAPH = {
+    "nodes": [
+        start(t="number"),
+        node("check", "condition", {"cases": [{"id": "hot", "expression": "{{ start.t > 30 }}"}]}),
+        node("hot", "template", {"template": "hot"}),
+        node("cold", "template", {"template": "cold"}),
+        node("left", "test_sleep", {"seconds": 0.05}),
+        node("right", "test_sleep", {"seconds": 0.05}),
+        node("join", "aggregator", {"variables": ["{{ hot.text }}", "{{ cold.text }}"]}),
+        end(weather="{{ join.output }}", left="{{ left.slept }}", right="{{ right.slept }}"),
+    ],
+    "edges": [
+        edge("start", "check"),
+        edge("check", "hot", "hot"),
+        edge("check", "cold", "else"),
+        edge("hot", "join"),
+        edge("cold", "join"),
+        edge("start", "left"),
+        edge("start", "right"),
+        edge("join", "end"),
+        edge("left", "end"),
+        edge("right", "end"),
+    ],
+}
+
+
+@database_sync_to_async
+def make_run(graph=GRAPH, **fields):
+    owner = UserFactory()
+    workflow = WorkflowFactory(owner=owner)
+    run = RunFactory(workflow=workflow, graph=graph, inputs={"t": 35}, **fields)
+    token = AuthToken.objects.create(owner)[1]
+    return run, owner, token
+
+
+@database_sync_to_async
+def token_for(user) -> str:
+    return AuthToken.objects.create(user)[1]
+
+
+async def connect(path: str, headers=None) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(application, path, headers=headers or [])
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def closed_with(communicator: WebsocketCommunicator) -> int:
+    message = await communicator.receive_output(timeout=2)
+    assert message["type"] == "websocket.close"
+    return message["code"]
+
+
+async def receive_until_finished(communicator: WebsocketCommunicator) -> list[dict]:
+    received = []
+    while True:
+        message = await communicator.receive_json_from(timeout=5)
+        received.append(message)
+        if message["type"] in ("run.succeeded", "run.failed", "run.cancelled"):
+            return received
+
+
+async def test_without_credentials_the_socket_closes_4401():
+    run, _, _ = await make_run()
+    communicator = await connect(f"/ws/runs/{run.pk}/")
+    assert await closed_with(communicator) == 4401
+
+
+async def test_a_bad_token_closes_4401():
+    run, _, _ = await make_run()
+    communicator = await connect(f"/ws/runs/{run.pk}/?token=nonsense")
+    assert await closed_with(communicator) == 4401
+
+
+async def test_someone_elses_run_closes_4404_like_a_missing_one():
+    run, _, _ = await make_run()
+    stranger = await database_sync_to_async(UserFactory)()
+    token = await token_for(stranger)
+    assert await closed_with(await connect(f"/ws/runs/{run.pk}/?token={token}")) == 4404
+    missing = "00000000-0000-0000-0000-000000000000"
+    assert await closed_with(await connect(f"/ws/runs/{missing}/?token={token}")) == 4404
+
+
+async def test_a_viewer_member_may_watch_with_an_authorization_header():
+    run, _, _ = await make_run()
+    viewer = await database_sync_to_async(UserFactory)()
+    await database_sync_to_async(WorkflowMemberFactory)(workflow=run.workflow, user=viewer, role="viewer")
+    token = await token_for(viewer)
+    communicator = await connect(f"/ws/runs/{run.pk}/", headers=[(b"authorization", f"Token {token}".encode())])
+    snapshot = await communicator.receive_json_from(timeout=2)
+    assert snapshot["type"] == "snapshot"
+    assert snapshot["data"]["id"] == str(run.pk)
+    await communicator.disconnect()
+
+
+async def test_the_client_sees_a_snapshot_then_every_event_in_order():
+    run, _, token = await make_run()
+    communicator = await connect(f"/ws/runs/{run.pk}/?token={token}")
+    snapshot = await communicator.receive_json_from(timeout=2)
+    assert (snapshot["type"], snapshot["seq"], snapshot["data"]["status"]) == ("snapshot", 0, "pending")
+
+    assert await run_execute(run_id=run.pk) == "succeeded"
+    events = await receive_until_finished(communicator)
+    await communicator.disconnect()
+
+    assert [event["seq"] for event in events] == list(range(1, len(events) + 1))
+    assert all(set(event) == {"type", "run", "node", "seq", "at", "data"} for event in events)
+    assert all(event["run"] == str(run.pk) for event in events)
+    kinds = [(event["type"], event["node"]) for event in events]
+    assert kinds[0] == ("run.started", None)
+    assert kinds[-1] == ("run.succeeded", None)
+    assert ("node.skipped", "cold") in kinds
+    assert kinds.index(("node.succeeded", "left")) < kinds.index(("node.started", "end"))
+    assert kinds.index(("node.succeeded", "right")) < kinds.index(("node.started", "end"))
+    assert events[-1]["data"]["outputs"] == {"weather": "hot", "left": 0.05, "right": 0.05}
+    stored = await database_sync_to_async(lambda: list(run.events.order_by("seq").values_list("type", flat=True)))()
+    assert stored == [event["type"] for event in events]
+
+
+async def test_after_replays_the_stored_events_without_gaps_or_duplicates():
+    run, _, token = await make_run()
+    assert await run_execute(run_id=run.pk) == "succeeded"
+    total = await database_sync_to_async(lambda: run.events.count())()
+
+    communicator = await connect(f"/ws/runs/{run.pk}/?token={token}&after=3")
+    snapshot = await communicator.receive_json_from(timeout=2)
+    assert snapshot["type"] == "snapshot"
+    assert snapshot["data"]["status"] == "succeeded"
+    replayed = [await communicator.receive_json_from(timeout=2) for _ in range(total - 3)]
+    assert [event["seq"] for event in replayed] == list(range(4, total + 1))
+    assert await communicator.receive_nothing(timeout=0.2)
+    await communicator.disconnect()
+
+
+async def test_reconnecting_mid_run_with_after_misses_nothing():
+    graph = {
+        "nodes": [start(), *[node(f"n{i}", "test_sleep", {"seconds": 0.02}) for i in range(6)], end()],
+        "edges": [edge("start", "n0"), *[edge(f"n{i}", f"n{i + 1}") for i in range(5)], edge("n5", "end")],
+    }
+    run, _, token = await make_run(graph)
+    first = await connect(f"/ws/runs/{run.pk}/?token={token}")
+    await first.receive_json_from(timeout=2)
+    running = asyncio.create_task(run_execute(run_id=run.pk))
+    seen = [await first.receive_json_from(timeout=5) for _ in range(5)]
+    await first.disconnect()
+
+    second = await connect(f"/ws/runs/{run.pk}/?token={token}&after={seen[-1]['seq']}")
+    await second.receive_json_from(timeout=2)
+    rest = await receive_until_finished(second)
+    await running
+    await second.disconnect()
+    assert [event["seq"] for event in seen + rest] == list(range(1, len(seen) + len(rest) + 1))
+
+
+async def test_a_bad_after_closes_4400():
+    run, _, token = await make_run()
+    assert await closed_with(await connect(f"/ws/runs/{run.pk}/?token={token}&after=-1")) == 4400
+
+
+async def test_the_workflow_runs_socket_lists_runs_and_streams_their_status():
+    run, _, token = await make_run()
+    communicator = await connect(f"/ws/workflows/{run.workflow_id}/runs/?token={token}")
+    snapshot = await communicator.receive_json_from(timeout=2)
+    assert [item["id"] for item in snapshot["data"]["runs"]] == [str(run.pk)]
+    await run_execute(run_id=run.pk)
+    kinds = [(await communicator.receive_json_from(timeout=5))["type"] for _ in range(2)]
+    assert kinds == ["run.started", "run.succeeded"]
+    await communicator.disconnect()
+
+
+@pytest.fixture
+def redis_layer(settings):
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [settings.REDIS_URL]}}
+    }
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.mark.services
+@pytest.mark.usefixtures("redis_layer")
+async def test_with_channels_redis_the_client_sees_every_event_in_order():
+    run, _, token = await make_run()
+    communicator = await connect(f"/ws/runs/{run.pk}/?token={token}")
+    await communicator.receive_json_from(timeout=2)
+    assert await run_execute(run_id=run.pk) == "succeeded"
+    events = await receive_until_finished(communicator)
+    await communicator.disconnect()
+    assert [event["seq"] for event in events] == list(range(1, len(events) + 1))

@@ -1,0 +1,223 @@
+"""Real processes for the integration tests: Celery workers and a daphne server on the test database.
+
+The workers and the server are subprocesses started once per module, with the test's own
+PostgreSQL database (the one pytest-django created, so tests need ``transaction=True`` for
+them to see committed rows), the Redis of ``REDIS_URL`` and a Celery queue of their own (so
+that parallel test processes sharing one Redis never take each other's runs). Engine tunables
+are shortened through ``WEFT_ENGINE_*`` for them and, by ``cluster_settings``, for the test
+process (which plays beat: it calls the reaper).
+"""
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from config.celery import app as celery_app
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+
+#: Tunables shared by the subprocesses and the test process.
+ENGINE = {
+    "LEASE_TTL_S": 2.0,
+    "HEARTBEAT_S": 0.3,
+    "CANCEL_POLL_S": 0.1,
+    "MAX_DISPATCH_ATTEMPTS": 2,
+    "REDISPATCH_GRACE_S": 10.0,
+    "PENDING_REDISPATCH_S": 600.0,
+    "EMBEDDED_REAPER": False,
+}
+OUTBOUND_ALLOW = ["127.0.0.1/32"]
+READY_TIMEOUT_S = 30
+
+
+def _database_url() -> str:
+    """The test database pytest-django created, as a DATABASE_URL."""
+    db = connection.settings_dict
+    credentials = db["USER"] or ""
+    if db["PASSWORD"]:
+        credentials += f":{db['PASSWORD']}"
+    host = f"{credentials}@" if credentials else ""
+    host += f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
+    return f"postgres://{host}/{db['NAME']}"
+
+
+class Process:
+    """One subprocess in a session of its own, with its output in a log file."""
+
+    def __init__(self, name: str, command: list[str], env: dict, log: Path, **popen):
+        self.name = name
+        self.log = log
+        with log.open("wb") as out:
+            self.popen = subprocess.Popen(
+                command, cwd=BASE_DIR, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **popen
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self) -> None:
+        """kill -9 of this process alone (what a crashed host or an OOM kill does)."""
+        os.kill(self.pid, signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
+    def terminate(self) -> None:
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+
+    def stop(self, *, grace: float = 3) -> None:
+        """Wait up to ``grace`` seconds for it to end (after terminate), then kill it and all it started."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=grace)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
+
+class Cluster:
+    """Celery workers and one daphne server sharing the test database, Redis and a queue."""
+
+    def __init__(self, *, logs: Path):
+        self.logs = logs
+        self.queue = f"weft-it-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-{uuid.uuid4().hex[:8]}"
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings_test",
+            "DATABASE_URL": _database_url(),
+            "REDIS_URL": settings.REDIS_URL,
+            "WEFT_CELERY_QUEUE": self.queue,
+            "WEFT_OUTBOUND_ALLOW": ",".join(OUTBOUND_ALLOW),
+            "PYTHONUNBUFFERED": "1",
+            **{f"WEFT_ENGINE_{name}": json.dumps(value) for name, value in ENGINE.items()},
+        }
+        self.workers: list[Process] = []
+        self.server: Process | None = None
+        self.port = 0
+        self._count = 0
+
+    # --- workers -------------------------------------------------------------------------------
+    def worker_start(self) -> Process:
+        """Start a worker (the Procfile's command); it is ready once ``worker_ready`` says so."""
+        self._count += 1
+        name = f"w{self._count}"
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--pool=threads",
+            "--concurrency=16",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            f"--hostname={name}-{self.queue}@%h",
+            f"--queues={self.queue}",
+        ]
+        worker = Process(name, command, self.env, self.logs / f"{name}.log")
+        self.workers.append(worker)
+        return worker
+
+    def worker_wait_ready(self, worker: Process) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while " ready." not in worker.output():
+            if not worker.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"Celery worker {worker.name} did not start:\n{worker.output()[-4000:]}")
+            time.sleep(0.05)
+
+    def worker_by_pid(self, pid: int) -> Process:
+        return next(worker for worker in self.workers if worker.pid == pid)
+
+    def alive_workers(self) -> list[Process]:
+        return [worker for worker in self.workers if worker.alive()]
+
+    # --- the server ----------------------------------------------------------------------------
+    def server_start(self) -> None:
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.port = listener.getsockname()[1]
+        command = [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), "config.asgi:application"]
+        try:
+            self.server = Process("daphne", command, self.env, self.logs / "daphne.log", pass_fds=(listener.fileno(),))
+        finally:
+            listener.close()
+
+    def server_wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            try:
+                httpx.get(f"{self.http_url}/api/v1/", timeout=1)
+                return
+            except httpx.HTTPError:
+                if not self.server.alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"daphne did not start:\n{self.server.output()[-4000:]}") from None
+                time.sleep(0.05)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_origin(self) -> str:
+        return self.http_url
+
+    def stop(self) -> None:
+        processes = [*self.workers, *([self.server] if self.server else [])]
+        for process in processes:
+            process.terminate()
+        deadline = time.monotonic() + 3
+        for process in processes:
+            process.stop(grace=max(deadline - time.monotonic(), 0))
+
+
+@pytest.fixture(scope="module")
+def cluster(django_db_setup, tmp_path_factory):
+    """Two workers and a server for the module; more workers can be started (and killed) by tests."""
+    if not settings.DATABASES["default"]["ENGINE"].endswith("postgresql") or not settings.REDIS_URL:
+        pytest.skip("needs PostgreSQL and Redis")
+    started = time.monotonic()
+    cluster = Cluster(logs=tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.server_start()
+        workers = [cluster.worker_start(), cluster.worker_start()]
+        cluster.server_wait_ready()
+        for worker in workers:
+            cluster.worker_wait_ready(worker)
+        sys.stderr.write(f"\n[cluster up in {time.monotonic() - started:.1f} s, queue {cluster.queue}]\n")
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster_settings(cluster, settings):
+    """The test process talks to the cluster: same tunables, same queue, loopback allowed."""
+    settings.WEFT = {
+        **settings.WEFT,
+        "OUTBOUND_ALLOW": OUTBOUND_ALLOW,
+        "ENGINE": {**settings.WEFT.get("ENGINE", {}), **ENGINE},
+    }
+    settings.EMBEDDED = False
+    previous = celery_app.conf.task_default_queue
+    celery_app.conf.task_default_queue = cluster.queue
+    yield cluster
+    celery_app.conf.task_default_queue = previous

@@ -1,0 +1,97 @@
+"""Schemathesis against the live server's own OpenAPI schema: every operation, authenticated.
+
+No request may end in a 5xx, and every documented response must match its schema.
+"""
+
+import os
+import re
+import secrets
+import subprocess
+
+import pytest
+
+from .live import PYTHON, daphne, free_port, live_database, manage, server_env
+
+pytestmark = pytest.mark.slow
+
+# Per operation in the fuzzing phase; WEFT_SCHEMATHESIS_EXAMPLES overrides.
+MAX_EXAMPLES = int(os.environ.get("WEFT_SCHEMATHESIS_EXAMPLES", 100 if os.environ.get("CI") == "true" else 10))
+
+# The operations are split in groups, each against its own server, so that pytest-xdist can run
+# them side by side. The app API is called with an app's credentials, everything else with a
+# user's token; "everything else" is a negative pattern, so that a new path is never left out.
+APP_API = r"^/api/v1/app/"
+FIRST_HALF = r"^/api/v1/(workflows|runs|schedules|templates)/"
+GROUPS = {
+    "workflows-runs-schedules-templates": ("user", ["--include-path-regex", FIRST_HALF]),
+    "everything-else": ("user", ["--exclude-path-regex", f"{FIRST_HALF}|{APP_API}"]),
+    "app-api": ("app", ["--include-path-regex", APP_API]),
+}
+
+# Prints the Authorization header of a user (its API token) and of an app it owns (key:secret).
+CREATE_CREDENTIALS = """
+from knox.models import AuthToken
+from accounts.models import User
+from licensing.services import app_create
+user = User.objects.create_user("fuzzer", "fuzzer@example.com", "{password}")
+app, secret = app_create(owner=user, name="Fuzzer app")
+print("Token", AuthToken.objects.create(user)[1])
+print("Bearer", f"{{app.api_key}}:{{secret}}")
+"""
+
+
+@pytest.mark.parametrize(("caller", "operations"), GROUPS.values(), ids=GROUPS.keys())
+def test_schemathesis_finds_no_server_error_and_no_response_outside_the_schema(tmp_path, caller, operations):
+    port = free_port()
+    with live_database(tmp_path) as database_url:
+        env = server_env(DATABASE_URL=database_url, LOG_LEVEL="ERROR")
+        manage("migrate", "--noinput", env=env)
+        password = secrets.token_urlsafe(16)
+        printed = manage("shell", "-c", CREATE_CREDENTIALS.format(password=password), env=env).splitlines()
+        user_auth, app_auth = printed[-2], printed[-1]
+
+        with daphne(port=port, env=env) as server:
+            schema_url = f"http://127.0.0.1:{port}/api/schema/?format=json"
+            server.wait_until_answering(schema_url, timeout=60)
+            result = subprocess.run(
+                [
+                    PYTHON,
+                    "-m",
+                    "schemathesis.cli",
+                    "run",
+                    schema_url,
+                    *operations,
+                    "--checks",
+                    "not_a_server_error,response_schema_conformance",
+                    "--header",
+                    f"Authorization: {user_auth if caller == 'user' else app_auth}",
+                    "--max-examples",
+                    str(MAX_EXAMPLES),
+                    "--seed",
+                    os.environ.get("SCHEMATHESIS_SEED", str(secrets.randbelow(2**31))),
+                    "--generation-database",
+                    "none",
+                    "--request-timeout",
+                    "30",
+                    "--no-color",
+                ],
+                # Its caches (.schemathesis, .hypothesis) go to the test's own directory.
+                cwd=tmp_path,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=False,
+            )
+            assert result.returncode == 0, (
+                f"schemathesis found failures:\n{result.stdout}\n{result.stderr}\n"
+                f"--- server log (last 200 lines) ---\n{''.join(server.output.splitlines(True)[-200:])}"
+            )
+    selected = re.search(r"Selected: (\d+)/\d+", result.stdout)
+    tested = re.search(r"Tested: (\d+)", result.stdout)
+    assert selected, result.stdout
+    assert tested, result.stdout
+    assert int(selected.group(1)) > 0
+    assert tested.group(1) == selected.group(1), "some selected operations were not tested"
+    assert "Authentication failed" not in result.stdout, result.stdout

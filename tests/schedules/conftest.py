@@ -1,0 +1,51 @@
+import copy
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from tests.factories import SIMPLE_GRAPH
+from workflows.services import workflow_create
+
+#: A graph whose one working node always fails, and the run with it.
+FAILING_GRAPH = {
+    "nodes": [
+        {"id": "start", "type": "start", "config": {"inputs": []}},
+        {
+            "id": "boom",
+            "type": "template",
+            "config": {"template": "{{ 1 / 0 }}"},
+            "error_policy": {"on_failure": "fail"},
+        },
+        {"id": "end", "type": "end", "config": {"outputs": {"text": "{{ boom.text }}"}}},
+    ],
+    "edges": [{"source": "start", "target": "boom"}, {"source": "boom", "target": "end"}],
+}
+
+
+@pytest.fixture
+def workflow(user):
+    """A workflow whose draft runs and succeeds (it has no release)."""
+    return workflow_create(owner=user, name="Greeter", graph=copy.deepcopy(SIMPLE_GRAPH))
+
+
+@pytest.fixture
+def failing_workflow(user):
+    return workflow_create(owner=user, name="Broken", graph=copy.deepcopy(FAILING_GRAPH))
+
+
+@pytest.fixture
+def embedded(settings):
+    """Runs execute in this process (the embedded engine), whether or not REDIS_URL is set."""
+    settings.EMBEDDED = True
+
+
+def in_effect_since(schedule, when) -> None:
+    """Pretend the schedule took effect at ``when`` (its beat entry's start_time)."""
+    task = schedule.periodic_task
+    task.start_time = when
+    task.save(update_fields=["start_time"])
+
+
+def an_hour_ago():
+    return timezone.now() - timedelta(hours=1)

@@ -1,0 +1,27 @@
+import pytest
+import yaml
+
+
+@pytest.mark.django_db
+def test_the_schema_renders_as_yaml_and_describes_the_api(api_client):
+    response = api_client.get("/api/schema/")
+    assert response.status_code == 200
+    schema = yaml.safe_load(response.content)
+    assert schema["openapi"].startswith("3.")
+    assert "/api/v1/auth/token/" in schema["paths"]
+
+
+@pytest.mark.django_db
+def test_the_schema_renders_as_json(api_client):
+    response = api_client.get("/api/schema/?format=json")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/vnd.oai.openapi+json")
+    assert response.json()["info"]["title"] == "Weft API"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/docs/", "/api/redoc/"])
+def test_the_api_docs_pages_answer(api_client, path):
+    response = api_client.get(path)
+    assert response.status_code == 200
+    assert b"/api/schema/" in response.content

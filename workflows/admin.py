@@ -1,0 +1,305 @@
+"""Operators' pages for workflows, their versions, runs and schedules.
+
+The draft graph (nodes, edges) is shown but changed only through the API, where it is validated
+as a whole. Runs, tasks, events, versions and snapshots are records: viewable, never edited.
+Member changes go through the services so that each writes its audit row.
+"""
+
+from django import forms
+from django.contrib import admin, messages
+from django.db import transaction
+from django.forms.models import BaseInlineFormSet
+from django.http import HttpRequest
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+
+from config.errors import InvalidInput, WeftError
+
+from .models import Edge, Flow, Node, Run, RunEvent, ScheduledWorkflow, Task, Workflow, WorkflowMember, WorkflowSnapshot
+from .schedules.services import (
+    cron_check,
+    periodic_task_name,
+    schedule_pause,
+    schedule_periodic_task_sync,
+    schedule_resume,
+    schedule_run_now,
+    timezone_check,
+)
+from .services import workflow_member_remove, workflow_member_set
+
+
+class ViewOnlyMixin:
+    """Shown to operators, never added or edited by hand."""
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+class RecordAdmin(ViewOnlyMixin, admin.ModelAdmin):
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+class NodeInline(ViewOnlyMixin, admin.TabularInline):
+    model = Node
+    fields = ("key", "type", "name", "config", "error_policy", "position_x", "position_y")
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+
+class EdgeInline(ViewOnlyMixin, admin.TabularInline):
+    model = Edge
+    fields = ("source_node", "target_node", "source_handle")
+    extra = 0
+    can_delete = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("source_node", "target_node")
+
+
+class MemberFormSet(BaseInlineFormSet):
+    def clean(self):
+        super().clean()
+        for form in self.forms:
+            user = form.cleaned_data.get("user") if hasattr(form, "cleaned_data") else None
+            if user is not None and user.pk == self.instance.owner_id:
+                form.add_error("user", "The owner needs no member row: they are always the owner.")
+
+
+class WorkflowMemberInline(admin.TabularInline):
+    model = WorkflowMember
+    formset = MemberFormSet
+    fields = ("user", "role", "created_at")
+    readonly_fields = ("created_at",)
+    raw_id_fields = ("user",)
+    extra = 0
+
+
+@admin.register(Workflow)
+class WorkflowAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "status", "source", "updated_at")
+    list_filter = ("status", "source")
+    search_fields = ("name", "owner__username", "=id")
+    list_select_related = ("owner",)
+    raw_id_fields = ("owner", "source_template")
+    readonly_fields = ("id", "created_at", "updated_at")
+    fields = (
+        "id",
+        "name",
+        "description",
+        "owner",
+        "status",
+        "source",
+        "source_id",
+        "source_template",
+        "created_at",
+        "updated_at",
+    )
+    inlines = (WorkflowMemberInline, NodeInline, EdgeInline)
+    date_hierarchy = "updated_at"
+
+    def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
+        if formset.model is not WorkflowMember:
+            super().save_formset(request, form, formset, change)
+            return
+        workflow = form.instance
+        members = formset.save(commit=False)
+        for member in formset.deleted_objects:
+            workflow_member_remove(workflow=workflow, actor=request.user, user=member.user, as_operator=True)
+        for member, changed in formset.changed_objects:
+            if "user" in changed:
+                # The row now names someone else: the first user loses access, the new one gains it.
+                previous = WorkflowMember.objects.select_related("user").get(pk=member.pk)
+                workflow_member_remove(workflow=workflow, actor=request.user, user=previous.user, as_operator=True)
+        for member in members:
+            try:
+                workflow_member_set(
+                    workflow=workflow, actor=request.user, user=member.user, role=member.role, as_operator=True
+                )
+            except InvalidInput as error:
+                self.message_user(request, f"{member.user}: {error.message}", level="error")
+
+
+@admin.register(Flow)
+class FlowAdmin(RecordAdmin):
+    list_display = ("workflow", "version", "name", "release_status", "create_by", "create_at")
+    list_filter = ("release_status", "create_at")
+    search_fields = ("name", "version", "workflow__name", "=workflow__id")
+    list_select_related = ("workflow", "create_by")
+    date_hierarchy = "create_at"
+
+
+class TaskInline(ViewOnlyMixin, admin.TabularInline):
+    model = Task
+    fields = ("node_id", "node_type", "scope", "status", "attempt", "started_at", "finished_at", "error", "output_data")
+    extra = 0
+    can_delete = False
+    ordering = ("created_at",)
+
+
+@admin.register(Run)
+class RunAdmin(ViewOnlyMixin, admin.ModelAdmin):
+    list_display = ("id", "workflow", "status", "trigger", "version", "created_at", "started_at", "finished_at")
+    list_filter = ("status", "trigger", "created_at")
+    search_fields = ("=id", "workflow__name", "=workflow__id", "chat_id")
+    list_select_related = ("workflow",)
+    date_hierarchy = "created_at"
+    inlines = (TaskInline,)
+    fields = (
+        "id",
+        "workflow",
+        "flow",
+        "version",
+        "status",
+        "trigger",
+        "triggered_by",
+        "app",
+        "schedule",
+        "scheduled_tick",
+        "agent",
+        "inputs",
+        "outputs",
+        "error",
+        "chat_id",
+        "cancel_requested",
+        "lease_owner",
+        "lease_expires_at",
+        "dispatch_attempts",
+        "last_seq",
+        "trace_id",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "updated_at",
+    )
+
+
+class ScheduledWorkflowForm(forms.ModelForm):
+    class Meta:
+        model = ScheduledWorkflow
+        fields = (
+            "workflow",
+            "owner",
+            "flow",
+            "name",
+            "cron_expression",
+            "timezone",
+            "inputs",
+            "max_retries",
+        )
+
+    def clean_cron_expression(self) -> str:
+        try:
+            return cron_check(self.cleaned_data["cron_expression"])
+        except InvalidInput as error:
+            raise forms.ValidationError(error.message) from None
+
+    def clean_timezone(self) -> str:
+        try:
+            return timezone_check(self.cleaned_data["timezone"])
+        except InvalidInput as error:
+            raise forms.ValidationError(error.message) from None
+
+    def clean(self):
+        cleaned = super().clean()
+        flow, workflow = cleaned.get("flow"), cleaned.get("workflow")
+        if flow is not None and workflow is not None and flow.workflow_id != workflow.pk:
+            self.add_error("flow", "This version belongs to another workflow.")
+        return cleaned
+
+
+@admin.register(ScheduledWorkflow)
+class ScheduledWorkflowAdmin(admin.ModelAdmin):
+    """Status changes go through the pause/resume actions, so that each is audited."""
+
+    form = ScheduledWorkflowForm
+    list_display = (
+        "workflow",
+        "name",
+        "cron_expression",
+        "timezone",
+        "status",
+        "last_execution_at",
+        "last_execution_status",
+        "consecutive_failures",
+        "owner",
+    )
+    list_filter = ("status", "last_execution_status", "timezone")
+    search_fields = ("name", "workflow__name", "cron_expression", "owner__username")
+    list_select_related = ("workflow", "owner")
+    raw_id_fields = ("workflow", "owner", "flow")
+    readonly_fields = (
+        "status",
+        "pause_reason",
+        "periodic_task",
+        "consecutive_failures",
+        "last_execution_at",
+        "last_execution_status",
+        "last_error_message",
+        "created_at",
+        "updated_at",
+    )
+    actions = ("pause_schedules", "resume_schedules", "run_schedules_now")
+
+    def save_model(self, request: HttpRequest, obj: ScheduledWorkflow, form, change: bool) -> None:
+        timing = not change or bool({"workflow", "cron_expression", "timezone"} & set(form.changed_data))
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            schedule_periodic_task_sync(schedule=obj, effective_from=timezone.now() if timing else None)
+
+    def delete_model(self, request: HttpRequest, obj: ScheduledWorkflow) -> None:
+        with transaction.atomic():
+            PeriodicTask.objects.filter(name=periodic_task_name(obj.pk)).delete()
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset) -> None:
+        with transaction.atomic():
+            PeriodicTask.objects.filter(
+                name__in=[periodic_task_name(pk) for pk in queryset.values_list("pk", flat=True)]
+            ).delete()
+            super().delete_queryset(request, queryset)
+
+    @admin.action(description="Pause the selected schedules")
+    def pause_schedules(self, request: HttpRequest, queryset) -> None:
+        for schedule in queryset:
+            schedule_pause(
+                schedule=schedule, user=request.user, reason=f"Paused by operator {request.user}.", as_operator=True
+            )
+        self.message_user(request, f"Paused {len(queryset)} schedule(s).")
+
+    @admin.action(description="Resume the selected schedules")
+    def resume_schedules(self, request: HttpRequest, queryset) -> None:
+        for schedule in queryset:
+            schedule_resume(schedule=schedule, user=request.user, as_operator=True)
+        self.message_user(request, f"Resumed {len(queryset)} schedule(s).")
+
+    @admin.action(description="Run the selected schedules now")
+    def run_schedules_now(self, request: HttpRequest, queryset) -> None:
+        for schedule in queryset.select_related("workflow", "owner", "flow"):
+            try:
+                run = schedule_run_now(schedule=schedule, user=schedule.owner)
+            except WeftError as error:
+                self.message_user(request, f"{schedule}: {error.message}", level=messages.ERROR)
+            else:
+                self.message_user(request, f"{schedule}: started run {run.pk}.")
+
+
+@admin.register(WorkflowSnapshot)
+class WorkflowSnapshotAdmin(RecordAdmin):
+    list_display = ("workflow", "label", "created_by", "created_at")
+    search_fields = ("label", "workflow__name", "=workflow__id")
+    list_select_related = ("workflow", "created_by")
+    date_hierarchy = "created_at"
+
+
+@admin.register(RunEvent)
+class RunEventAdmin(RecordAdmin):
+    list_display = ("run", "seq", "type", "node_id", "at")
+    list_filter = ("type",)
+    search_fields = ("=run__id", "node_id")
+    list_select_related = ("run",)
+    date_hierarchy = "at"

@@ -1,0 +1,188 @@
+"""Websockets that follow runs live: ``/ws/runs/<id>/`` and ``/ws/workflows/<id>/runs/``.
+
+Both are authenticated by the session (AuthMiddlewareStack) or a knox token (``?token=`` or an
+``Authorization: Token <token>`` header), and permission-checked: a run or workflow the user
+cannot view closes with code 4404, as if it did not exist; without credentials, 4401.
+
+``/ws/runs/<id>/`` sends a ``snapshot`` (the run with its tasks, as the run API shows it), then
+every event ``{"type", "run", "node", "seq", "at", "data"}``. With ``?after=<seq>`` the stored
+events after ``seq`` are sent first. The consumer joins the run's group before it reads
+anything, then drops live events it has already sent, so nothing is missed nor sent twice.
+"""
+
+import asyncio
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.utils import timezone
+from knox.auth import TokenAuthentication
+from rest_framework.exceptions import AuthenticationFailed
+
+from workflows.execution import live
+from workflows.models import Run, RunEvent
+from workflows.permissions import CAN_VIEW
+from workflows.selectors import runs_for_user, workflows_for_user
+from workflows.serializers import RunSerializer
+
+CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NOT_FOUND = 4404
+RECENT_RUNS = 50
+REPLAY_BATCH = 500
+
+
+class _AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
+    def query(self, name: str) -> str | None:
+        values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get(name)
+        return values[0] if values else None
+
+    async def authenticated_user(self):
+        token = self.query("token")
+        if token is None:
+            header = dict(self.scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
+            scheme, _, value = header.partition(" ")
+            if scheme.lower() == "token" and value:
+                token = value.strip()
+        if token is not None:
+            return await database_sync_to_async(_user_for_token)(token)
+        user = self.scope.get("user")
+        return user if getattr(user, "is_authenticated", False) else None
+
+    async def refuse(self, code: int) -> None:
+        await self.accept()
+        await self.close(code=code)
+
+
+def _user_for_token(token: str):
+    try:
+        user, _ = TokenAuthentication().authenticate_credentials(token.encode("utf-8"))
+    except (AuthenticationFailed, UnicodeError):
+        return None
+    return user
+
+
+class RunConsumer(_AuthenticatedConsumer):
+    group: str | None = None
+    last_seq = 0
+
+    async def connect(self) -> None:
+        live.bind_consumer_loop(asyncio.get_running_loop())
+        user = await self.authenticated_user()
+        if user is None:
+            await self.refuse(CLOSE_UNAUTHENTICATED)
+            return
+        after = self.query("after")
+        if after is not None and not (after.isdigit() and len(after) < 10):
+            await self.refuse(CLOSE_BAD_REQUEST)
+            return
+        run = await database_sync_to_async(_visible_run)(user, self.scope["url_route"]["kwargs"]["run_id"])
+        if run is None:
+            await self.refuse(CLOSE_NOT_FOUND)
+            return
+        self.group = live.RUN_GROUP.format(run.pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        snapshot = await database_sync_to_async(_snapshot)(run.pk)
+        await self.send_json(snapshot)
+        self.last_seq = snapshot["seq"]
+        if after is not None:
+            self.last_seq = int(after)
+            while True:
+                events = await database_sync_to_async(_events_after)(run.pk, self.last_seq)
+                for event in events:
+                    await self.send_json(event)
+                    self.last_seq = event["seq"]
+                if len(events) < REPLAY_BATCH:
+                    break
+
+    async def disconnect(self, code) -> None:
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs) -> None:
+        """Clients only listen."""
+
+    async def run_event(self, message: dict) -> None:
+        event = message["event"]
+        if event["seq"] <= self.last_seq:
+            return
+        self.last_seq = event["seq"]
+        await self.send_json(event)
+
+
+class WorkflowRunsConsumer(_AuthenticatedConsumer):
+    """The runs of one workflow: a snapshot of the latest, then every run's start and end events."""
+
+    group: str | None = None
+
+    async def connect(self) -> None:
+        live.bind_consumer_loop(asyncio.get_running_loop())
+        user = await self.authenticated_user()
+        if user is None:
+            await self.refuse(CLOSE_UNAUTHENTICATED)
+            return
+        workflow_id = self.scope["url_route"]["kwargs"]["workflow_id"]
+        visible = await database_sync_to_async(_visible_workflow)(user, workflow_id)
+        if not visible:
+            await self.refuse(CLOSE_NOT_FOUND)
+            return
+        self.group = live.WORKFLOW_RUNS_GROUP.format(workflow_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        await self.send_json(await database_sync_to_async(_workflow_snapshot)(workflow_id))
+
+    async def disconnect(self, code) -> None:
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs) -> None:
+        """Clients only listen."""
+
+    async def run_event(self, message: dict) -> None:
+        await self.send_json(message["event"])
+
+
+def _visible_run(user, run_id) -> Run | None:
+    return runs_for_user(user=user).filter(pk=run_id).only("pk", "workflow_id").first()
+
+
+def _visible_workflow(user, workflow_id) -> bool:
+    return workflows_for_user(user=user, roles=CAN_VIEW).filter(pk=workflow_id).exists()
+
+
+def _envelope(message_type: str, *, run, seq: int, data) -> dict:
+    at = timezone.now().isoformat().replace("+00:00", "Z")
+    return {"type": message_type, "run": str(run) if run else None, "node": None, "seq": seq, "at": at, "data": data}
+
+
+def _snapshot(run_id) -> dict:
+    run = Run.objects.prefetch_related("tasks").get(pk=run_id)
+    return _envelope("snapshot", run=run.pk, seq=run.last_seq, data=RunSerializer(run).data)
+
+
+def _events_after(run_id, seq: int) -> list[dict]:
+    return [
+        live.event_message(
+            run_id=run_id, seq=event.seq, event_type=event.type, node_id=event.node_id, data=event.data, at=event.at
+        )
+        for event in RunEvent.objects.filter(run_id=run_id, seq__gt=seq).order_by("seq")[:REPLAY_BATCH]
+    ]
+
+
+def _workflow_snapshot(workflow_id) -> dict:
+    runs = Run.objects.filter(workflow_id=workflow_id).order_by("-created_at")[:RECENT_RUNS]
+    data = {
+        "workflow": str(workflow_id),
+        "runs": [
+            {
+                "id": str(run.pk),
+                "status": run.status,
+                "trigger": run.trigger,
+                "created_at": run.created_at.isoformat(),
+                "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+            }
+            for run in runs.only("pk", "status", "trigger", "created_at", "finished_at")
+        ],
+    }
+    return _envelope("snapshot", run=None, seq=0, data=data)

@@ -1,0 +1,88 @@
+"""Where a run's history goes: the executor reports events and task changes to a journal.
+
+The Django-backed journal (``workflows.execution.journal``) writes rows and streams events;
+:class:`MemoryJournal` keeps them in lists (tests, golden histories).
+"""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+
+@dataclass
+class TaskChange:
+    """The state of one node execution (``scope`` tells iterations apart) after an event."""
+
+    node_id: str
+    scope: str
+    node_type: str
+    name: str
+    status: str
+    attempt: int
+    output: Any = None
+    error: str = ""
+    started: bool = False
+    finished: bool = False
+
+
+@dataclass
+class TaskRecord:
+    """A node execution found when a run resumes."""
+
+    status: str
+    attempt: int
+    output: Any = None
+    error: str = ""
+
+
+class Journal(Protocol):
+    async def completed(self) -> dict[tuple[str, str], TaskRecord]:
+        """Task rows of this run by (scope, node id): what a resumed run does not redo."""
+
+    async def record(
+        self, event_type: str, node_id: str, data: dict, task: TaskChange | None = None, *, durable: bool = False
+    ) -> None:
+        """Store one event (and the task change it reports) and stream it once stored.
+
+        The event gets the next ``seq`` at once; it may be stored a moment later together with
+        others (group commit), in ``seq`` order. With ``durable`` it, and every event before it,
+        is stored before this returns.
+        """
+
+    async def finish(self, status: str, *, outputs: dict | None, error: str, data: dict) -> None:
+        """End the run with ``status`` and its final event, stored (with all before it) before this returns."""
+
+    async def heartbeat(self) -> str:
+        """Renew the run's lease; ``"ok"``, ``"cancel"`` (a cancel was requested) or ``"lost"``."""
+
+
+@dataclass
+class MemoryJournal:
+    """Keeps everything in memory. ``previous`` pretends to be the task rows of an earlier attempt."""
+
+    previous: dict[tuple[str, str], TaskRecord] = field(default_factory=dict)
+    events: list[dict] = field(default_factory=list)
+    tasks: dict[tuple[str, str], TaskChange] = field(default_factory=dict)
+    status: str = "running"
+    outputs: dict | None = None
+    error: str = ""
+    cancel_requested: bool = False
+
+    async def completed(self) -> dict[tuple[str, str], TaskRecord]:
+        return dict(self.previous)
+
+    async def record(
+        self, event_type: str, node_id: str, data: dict, task: TaskChange | None = None, *, durable: bool = False
+    ) -> None:
+        self.events.append(
+            {"seq": len(self.events) + 1, "type": event_type, "node": node_id, "data": data, "at": datetime.now(UTC)}
+        )
+        if task is not None:
+            self.tasks[(task.scope, task.node_id)] = task
+
+    async def finish(self, status: str, *, outputs: dict | None, error: str, data: dict) -> None:
+        self.status, self.outputs, self.error = status, outputs, error
+        await self.record(f"run.{status}", "", data)
+
+    async def heartbeat(self) -> str:
+        return "cancel" if self.cancel_requested else "ok"

@@ -1,0 +1,168 @@
+"""The node-type contract: one class per type, registered by name.
+
+Adding a node type is one class in a module of this package::
+
+    @register
+    class Upper(NodeType):
+        type = "upper"
+        config_schema = {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}
+        outputs = frozenset({"text"})
+
+        async def execute(self, ctx: NodeContext, config: dict) -> dict:
+            return {"text": ctx.render(config["text"]).upper()}
+
+- ``config_schema`` is a JSON Schema (draft 2020-12) for the node's ``config``; :meth:`check`
+  adds rules a schema cannot say. Problems come back as ``GraphIssue(node, "config.<path>", message)``.
+- ``outputs`` names the fields of the dict ``execute`` returns (None: not known in advance, e.g.
+  a code node), so that ``{{ node.field }}`` references can be checked before a run.
+- ``execute`` receives the raw config and renders what it needs with ``ctx.render`` /
+  ``ctx.render_value`` over the variables the node may see. It raises
+  :class:`~workflows.engine.errors.RetryableError` (with ``retry_after`` seconds when the other
+  side said so) or :class:`~workflows.engine.errors.NonRetryableError`; anything else counts as
+  retryable. Timeout and cancellation arrive as ``asyncio.CancelledError`` at an ``await``:
+  release what you hold (kill a child process, close a connection) in ``finally``/``except`` and
+  re-raise. Blocking work goes to a thread or a process (``asyncio.to_thread``), never on the loop.
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from jsonschema import Draft202012Validator
+
+from ..errors import RunCancelled
+from ..graph import GraphIssue
+from ..templating import render_text, render_value, strings_in
+
+EmitFunction = Callable[[str, dict], Awaitable[None]]
+
+
+async def _discard(event_type: str, data: dict) -> None:
+    return None
+
+
+@dataclass
+class NodeContext:
+    """What a node sees while it executes. Built by the executor; tests may build one directly."""
+
+    run_id: str = ""
+    workflow_id: str = ""
+    node_id: str = ""
+    node_type: str = ""
+    attempt: int = 1
+    #: The variables the node may read: ``start``, its ancestors' outputs by node id, ``sys``.
+    variables: dict = field(default_factory=dict)
+    #: Tells iterations of one node apart (``"loop[3]"``); empty outside an iteration.
+    scope: str = ""
+    #: ``loop.time()`` at which the node's timeout expires, or None without a timeout.
+    deadline: float | None = None
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    emit: EmitFunction = _discard
+    #: Runs a sub-graph (iteration); set by the executor.
+    run_subgraph: Callable[..., Awaitable[dict]] | None = None
+
+    def render(self, source: str) -> str:
+        """Render ``source`` as text over the node's variables."""
+        return render_text(source, self.variables)
+
+    def render_value(self, value: Any) -> Any:
+        """Render every string in ``value``; ``"{{ a.b }}"`` alone keeps the value's type."""
+        return render_value(value, self.variables)
+
+    async def delta(self, data: dict) -> None:
+        """Stream a partial result (an llm token, a progress note) as a ``node.delta`` event."""
+        await self.emit("node.delta", data)
+
+    def time_left(self) -> float | None:
+        """Seconds until the node's timeout, or None without one (pass it on to a subprocess or a socket)."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - asyncio.get_running_loop().time())
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise RunCancelled("The run was cancelled.")
+
+
+class NodeType:
+    """Base class of a node type. Instances are stateless; one is registered per type."""
+
+    type: ClassVar[str]
+    description: ClassVar[str] = ""
+    config_schema: ClassVar[dict] = {"type": "object"}
+    outputs: ClassVar[frozenset[str] | None] = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        Draft202012Validator.check_schema(cls.config_schema)
+        cls._validator = Draft202012Validator(cls.config_schema)
+
+    def declared_outputs(self, config: dict) -> frozenset[str] | None:
+        """The output fields for this config; None when they cannot be known before the run."""
+        return self.outputs
+
+    def handles(self, config: dict) -> frozenset[str]:
+        """The ``source_handle`` values its outgoing edges may carry ("" is a plain edge)."""
+        return frozenset({""})
+
+    def taken_handles(self, config: dict, output: dict) -> frozenset[str] | None:
+        """The handles to follow after ``output``; None follows every plain edge."""
+        return None
+
+    def check(self, config: dict) -> Iterable[tuple[str, str]]:
+        """Rules beyond the schema, as ``(field under config, message)``; run only if the schema passed."""
+        return ()
+
+    def template_strings(self, config: dict) -> Iterator[tuple[str, str]]:
+        """The strings of the config that are templates, with their field: checked for references."""
+        return strings_in(config, "config")
+
+    def subgraphs(self, config: dict) -> Iterator[tuple[str, dict, dict]]:
+        """Sub-graphs this node runs as ``(field, graph, extra variables)``: validated with the graph."""
+        return iter(())
+
+    def validate_config(self, node_id: str, config: Any) -> list[GraphIssue]:
+        issues = [
+            GraphIssue(node_id, _field_of(error), error.message)
+            for error in sorted(self._validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+        ]
+        if not issues:
+            issues = [
+                GraphIssue(node_id, f"config.{name}" if name else "config", msg) for name, msg in self.check(config)
+            ]
+        return issues
+
+    async def execute(self, ctx: NodeContext, config: dict) -> dict:
+        raise NotImplementedError
+
+
+def _field_of(error) -> str:
+    path = "config"
+    for part in error.absolute_path:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    if error.validator == "required":
+        missing = next((name for name in error.validator_value if repr(name) in error.message), None)
+        if missing:
+            path += f".{missing}"
+    return path
+
+
+_registry: dict[str, NodeType] = {}
+
+
+def register(cls: type[NodeType]) -> type[NodeType]:
+    """Class decorator: make ``cls`` the node type named ``cls.type``."""
+    name = cls.type
+    if name in _registry and type(_registry[name]) is not cls:
+        raise ValueError(f"Node type {name!r} is registered twice.")
+    _registry[name] = cls()
+    return cls
+
+
+def get_node_type(name: str) -> NodeType | None:
+    return _registry.get(name)
+
+
+def node_type_names() -> list[str]:
+    return sorted(_registry)

@@ -1,0 +1,72 @@
+"""code: run the user's Python in the sandbox; its output is the dict ``main`` returns.
+
+    {"id": "total", "type": "code", "config": {
+        "code": "def main(prices, rate):\\n    return {'total': sum(prices) * (1 + rate)}",
+        "inputs": {"prices": "{{ start.prices }}", "rate": 0.2},
+        "timeout_s": 5, "cpu_s": 2, "memory_mb": 128}}
+
+The code defines ``def main(**inputs) -> dict`` (or names its parameters); ``inputs`` are
+rendered (a lone ``{{ expression }}`` keeps its type) and passed as keyword arguments, as JSON.
+The dict it returns must be JSON. It runs in a separate, isolated process (see
+:mod:`workflows.engine.sandbox`), never in the engine's: a few standard modules, no network,
+no files of the server, no subprocesses, limited CPU time, memory (``memory_mb`` is the
+process's address space, of which the interpreter takes about 25 MB) and wall-clock time
+(``timeout_s``; each capped by the operator's maximum).
+"""
+
+import ast
+import json
+
+from ..errors import NonRetryableError
+from ..sandbox import Limits, run_code
+from .base import NodeContext, NodeType, register
+
+MAX_CODE_CHARS = 64 * 1024
+
+
+def _defines_main(tree: ast.Module) -> bool:
+    return any(isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "main" for node in tree.body)
+
+
+@register
+class Code(NodeType):
+    type = "code"
+    description = "Run Python (def main(**inputs) -> dict) in an isolated sandbox."
+    config_schema = {
+        "type": "object",
+        "required": ["code"],
+        "additionalProperties": False,
+        "properties": {
+            "code": {"type": "string", "minLength": 1, "maxLength": MAX_CODE_CHARS},
+            "inputs": {"type": "object"},
+            "timeout_s": {"type": "number", "exclusiveMinimum": 0},
+            "cpu_s": {"type": "number", "exclusiveMinimum": 0},
+            "memory_mb": {"type": "integer", "minimum": 32},
+        },
+    }
+    outputs = None
+
+    def check(self, config: dict):
+        # Parsed, never executed, here: the code only runs in the sandbox.
+        try:
+            tree = ast.parse(config["code"], filename="<code>")
+        except SyntaxError as exc:
+            yield "code", f"Line {exc.lineno}: {exc.msg}."
+            return
+        except (ValueError, RecursionError, MemoryError):
+            yield "code", "The code cannot be parsed."
+            return
+        if not _defines_main(tree):
+            yield "code", "Define def main(**inputs) -> dict at the top level."
+
+    async def execute(self, ctx: NodeContext, config: dict) -> dict:
+        inputs = ctx.render_value(config.get("inputs", {}))
+        if not isinstance(inputs, dict):
+            raise NonRetryableError(f"inputs must be an object, got {type(inputs).__name__}.")
+        try:
+            json.dumps(inputs, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise NonRetryableError(f"inputs must be JSON: {exc}") from exc
+        limits = Limits(cpu_s=config.get("cpu_s"), wall_s=config.get("timeout_s"), memory_mb=config.get("memory_mb"))
+        outcome = await run_code(code=config["code"], inputs=inputs, limits=limits)
+        return outcome.result

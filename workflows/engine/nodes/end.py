@@ -1,0 +1,20 @@
+"""end: its ``outputs`` mapping, rendered, becomes the run's outputs."""
+
+from .base import NodeContext, NodeType, register
+
+
+@register
+class End(NodeType):
+    type = "end"
+    description = "Where a run ends: what it returns."
+    config_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"outputs": {"type": "object"}},
+    }
+
+    def declared_outputs(self, config: dict) -> frozenset[str]:
+        return frozenset(config.get("outputs", {}))
+
+    async def execute(self, ctx: NodeContext, config: dict) -> dict:
+        return ctx.render_value(config.get("outputs", {}))

@@ -1,0 +1,33 @@
+"""The code sandbox: user Python runs in separate, isolated, warm worker processes, never here.
+
+See :func:`run_code` for the contract with the user's code, ``pool.py`` for the settings and
+``_zygote.py`` for how a worker isolates the code (namespaces, chroot, own uid, rlimits).
+"""
+
+from .pool import (
+    Limits,
+    SandboxError,
+    SandboxMemoryExceeded,
+    SandboxNotIsolated,
+    SandboxResult,
+    SandboxTimeout,
+    SandboxUnavailable,
+    get_pool,
+    prewarm,
+    run_code,
+    shutdown,
+)
+
+__all__ = [
+    "Limits",
+    "SandboxError",
+    "SandboxMemoryExceeded",
+    "SandboxNotIsolated",
+    "SandboxResult",
+    "SandboxTimeout",
+    "SandboxUnavailable",
+    "get_pool",
+    "prewarm",
+    "run_code",
+    "shutdown",
+]

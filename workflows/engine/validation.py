@@ -1,0 +1,306 @@
+"""Validation of a DSL v1 graph: every problem at once, each naming its node and field.
+
+Rules: the graph's shape; node ids (identifiers, unique, not a reserved name); known node
+types and their configs; error policies; edges between existing nodes, with a handle their
+source offers, not twice; exactly one start, without inbound edges; at least one end; every
+node reachable from the start; no cycle; templates that parse and read only ``start``,
+``sys`` and the outputs of the node's ancestors. Sub-graphs (iteration) are validated the same
+way, with ``item``/``index`` and the iteration node's own variables readable inside.
+"""
+
+import re
+from collections.abc import Iterable
+
+from jsonschema import Draft202012Validator
+
+from .conf import engine_settings
+from .graph import ERROR_HANDLE, NAMESPACES, SYS_FIELDS, GraphIssue, GraphSpec, template_references
+from .nodes import get_node_type
+from .policy import ERROR_POLICY_SCHEMA
+from .templating import parse_error
+
+NODE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_policy_validator = Draft202012Validator(ERROR_POLICY_SCHEMA)
+
+
+def validate_graph(graph: dict) -> list[GraphIssue]:
+    """Return every problem of ``graph``; an empty list means it may be saved and run."""
+    if not isinstance(graph, dict):
+        return [GraphIssue(None, "graph", "Must be an object with `nodes` and `edges`.")]
+    return _GraphValidator(graph, visible={}, locals_=frozenset(), start_fields=None, prefix="").issues()
+
+
+class _GraphValidator:
+    """One graph (or sub-graph). ``visible`` maps outer names to their known output fields (None: any)."""
+
+    def __init__(
+        self,
+        graph: dict,
+        *,
+        visible: dict[str, frozenset[str] | None],
+        locals_: frozenset[str],
+        start_fields: frozenset[str] | None,
+        prefix: str,
+    ):
+        self.raw = graph
+        self.visible = visible
+        self.locals = locals_
+        self.start_fields = start_fields
+        self.prefix = prefix
+        self.found: list[GraphIssue] = []
+
+    def add(self, node: str | None, field: str, message: str) -> None:
+        self.found.append(GraphIssue(node, f"{self.prefix}{field}", message))
+
+    def issues(self) -> list[GraphIssue]:
+        for key in ("nodes", "edges"):
+            if key in self.raw and not isinstance(self.raw[key], list):
+                self.add(None, key, "Must be a list.")
+                return self.found
+        spec = GraphSpec.parse(self.raw)
+        self.check_nodes(spec)
+        self.check_edges(spec)
+        order, cyclic = spec.topological_order()
+        self.check_cycles(spec, cyclic)
+        start = self.check_start_and_ends(spec)
+        if not cyclic:
+            self.check_references(spec, order, start)
+        return self.found
+
+    def check_nodes(self, spec: GraphSpec) -> None:
+        for index, raw in enumerate(self.raw.get("nodes") or []):
+            if not isinstance(raw, dict):
+                self.add(None, f"nodes[{index}]", "Must be an object.")
+            elif not isinstance(raw.get("id"), str) or not NODE_ID.match(raw["id"]):
+                self.add(None, f"nodes[{index}].id", "Must be a name of letters, digits and _ (not first), 64 at most.")
+        for index, node_id in spec.duplicates:
+            self.add(node_id, f"nodes[{index}].id", f"Duplicate node id {node_id!r}.")
+        for node in spec.nodes.values():
+            if not NODE_ID.match(node.id):
+                continue
+            node_type = get_node_type(node.type)
+            if (node.id in NAMESPACES and not (node.id == "start" and node.type == "start")) or node.id in self.locals:
+                self.add(node.id, "id", f"{node.id!r} is a reserved name.")
+            elif node.id in self.visible:
+                self.add(node.id, "id", f"{node.id!r} is already the name of a node outside this sub-graph.")
+            if node_type is None:
+                self.add(node.id, "type", f"Unknown node type {node.type!r}.")
+            else:
+                self.found.extend(
+                    GraphIssue(issue.node, f"{self.prefix}{issue.field}", issue.message)
+                    for issue in node_type.validate_config(node.id, node.config)
+                )
+            self.check_error_policy(node)
+
+    def check_error_policy(self, node) -> None:
+        for error in _policy_validator.iter_errors(node.error_policy):
+            path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+            self.add(node.id, f"error_policy{path}", error.message)
+        retry = node.error_policy.get("retry") if isinstance(node.error_policy, dict) else None
+        attempts = retry.get("max_attempts") if isinstance(retry, dict) else None
+        if isinstance(attempts, int) and attempts > engine_settings.RETRY_MAX_ATTEMPTS:
+            self.add(node.id, "error_policy.retry.max_attempts", f"At most {engine_settings.RETRY_MAX_ATTEMPTS}.")
+        if node.error_policy.get("on_failure") == "branch" and not any(
+            edge.handle == ERROR_HANDLE for edge in node.outbound
+        ):
+            self.add(node.id, "error_policy.on_failure", "`branch` needs an outgoing edge with source_handle `error`.")
+
+    def check_edges(self, spec: GraphSpec) -> None:
+        seen: set[tuple[str, str, str]] = set()
+        for edge in spec.edges:
+            dangling = False
+            for end in ("source", "target"):
+                name = getattr(edge, end)
+                if name not in spec.nodes:
+                    dangling = True
+                    self.add(
+                        name if isinstance(name, str) else None,
+                        f"edges[{edge.index}].{end}",
+                        f"Edge {end} {name!r} is not a node of this graph.",
+                    )
+            if dangling:
+                continue
+            key = (edge.source, edge.target, edge.handle)
+            if key in seen:
+                self.add(edge.source, f"edges[{edge.index}]", "Duplicate edge.")
+            seen.add(key)
+            source = spec.nodes[edge.source]
+            source_type = get_node_type(source.type)
+            if source_type is None or source_type.validate_config(source.id, source.config):
+                continue
+            allowed = set(source_type.handles(source.config))
+            if source.error_policy.get("on_failure") == "branch":
+                allowed.add(ERROR_HANDLE)
+            if edge.handle not in allowed:
+                offered = ", ".join(repr(handle) for handle in sorted(allowed - {""})) or "none"
+                self.add(
+                    edge.source,
+                    f"edges[{edge.index}].source_handle",
+                    f"{source.id!r} has no branch {edge.handle!r} (it offers: {offered}).",
+                )
+
+    def check_cycles(self, spec: GraphSpec, cyclic: set[str]) -> None:
+        for component in _cycles(spec, cyclic):
+            members = ", ".join(component)
+            self.add(component[0], "edges", f"These nodes form a cycle: {members}.")
+
+    def check_start_and_ends(self, spec: GraphSpec) -> str | None:
+        starts = [node for node in spec.nodes.values() if node.type == "start"]
+        if not starts:
+            self.add(None, "nodes", "The graph has no start node.")
+        for extra in starts[1:]:
+            self.add(extra.id, "type", f"A graph has one start node; {starts[0].id!r} is already one.")
+        if not any(node.type == "end" for node in spec.nodes.values()):
+            self.add(None, "nodes", "The graph has no end node.")
+        if not starts:
+            return None
+        start = starts[0]
+        if start.inbound:
+            self.add(start.id, "edges", "The start node cannot have inbound edges.")
+        reached = {start.id}
+        stack = [start.id]
+        while stack:
+            for edge in spec.nodes[stack.pop()].outbound:
+                if edge.target not in reached:
+                    reached.add(edge.target)
+                    stack.append(edge.target)
+        for node in spec.nodes.values():
+            if node.id not in reached and node.type != "start":
+                kind = "end node" if node.type == "end" else "node"
+                self.add(node.id, "edges", f"This {kind} is not reachable from the start node {start.id!r}.")
+        return start.id
+
+    def check_references(self, spec: GraphSpec, order: list[str], start: str | None) -> None:
+        """Every template parses and reads only variables this node may see (its ancestors, as bit sets)."""
+        bit = {node_id: 1 << position for position, node_id in enumerate(order)}
+        ancestors: dict[str, int] = {}
+        for node_id in order:
+            mask = 0
+            for edge in spec.nodes[node_id].inbound:
+                mask |= ancestors[edge.source] | bit[edge.source]
+            ancestors[node_id] = mask
+        start_fields = self.start_fields
+        if start_fields is None and start is not None:
+            start_node = spec.nodes[start]
+            start_type = get_node_type("start")
+            if not start_type.validate_config(start, start_node.config):
+                start_fields = start_type.declared_outputs(start_node.config)
+        for node_id in order:
+            node = spec.nodes[node_id]
+            node_type = get_node_type(node.type)
+            if node_type is None or node_type.validate_config(node.id, node.config):
+                continue
+            for path, source in node_type.template_strings(node.config):
+                error = parse_error(source)
+                if error:
+                    self.add(node.id, path, f"Template does not parse: {error}")
+            for path, name, attribute in template_references(node_type, node.config):
+                message = self.reference_problem(spec, node_id, name, attribute, ancestors, bit, start_fields)
+                if message:
+                    self.add(node.id, path, message)
+            self.check_subgraphs(spec, node_id, node_type, ancestors, bit, start_fields)
+
+    def reference_problem(self, spec, node_id, name, attribute, ancestors, bit, start_fields) -> str | None:
+        if name in self.locals:
+            return None
+        if name == "sys":
+            if attribute is not None and attribute not in SYS_FIELDS:
+                return f"`sys.{attribute}` does not exist (there are: {', '.join(sorted(SYS_FIELDS))})."
+            return None
+        if name == "start":
+            if start_fields is not None and attribute is not None and attribute not in start_fields:
+                return f"`start.{attribute}` is not an input of this workflow."
+            return None
+        if name in spec.nodes:
+            if not ancestors[node_id] & bit[name]:
+                return f"`{name}` is not upstream of this node; only the outputs of ancestors can be read."
+            return self.field_problem(spec.nodes[name], attribute)
+        if name in self.visible:
+            fields = self.visible[name]
+            if fields is not None and attribute is not None and attribute not in fields:
+                return f"`{name}` has no output `{attribute}`."
+            return None
+        return f"`{name}` is not a node of this graph nor a variable."
+
+    def field_problem(self, source, attribute: str | None) -> str | None:
+        fields = self.fields_of(source)
+        if fields is None or attribute is None or attribute in fields:
+            return None
+        return f"`{source.id}` has no output `{attribute}` (it has: {', '.join(sorted(fields)) or 'none'})."
+
+    def fields_of(self, node) -> frozenset[str] | None:
+        node_type = get_node_type(node.type)
+        if node_type is None or node_type.validate_config(node.id, node.config):
+            return None
+        fields = node_type.declared_outputs(node.config)
+        if fields is not None and node.error_policy.get("on_failure") in ("continue", "branch"):
+            fields = fields | {"error"} | frozenset(node.error_policy.get("default_output", {}))
+        return fields
+
+    def check_subgraphs(self, spec, node_id, node_type, ancestors, bit, start_fields) -> None:
+        node = spec.nodes[node_id]
+        for path, subgraph, locals_ in node_type.subgraphs(node.config):
+            visible = dict(self.visible)
+            visible.update(
+                (other_id, self.fields_of(other))
+                for other_id, other in spec.nodes.items()
+                if ancestors[node_id] & bit[other_id]
+            )
+            inner = _GraphValidator(
+                subgraph,
+                visible=visible,
+                locals_=self.locals | locals_,
+                start_fields=start_fields,
+                prefix="",
+            )
+            for issue in inner.issues():
+                where = f"{issue.node}." if issue.node else ""
+                self.add(node_id, f"{path}.{where}{issue.field}", issue.message)
+
+
+def _cycles(spec: GraphSpec, candidates: set[str]) -> Iterable[list[str]]:
+    """The strongly connected components among ``candidates`` that are cycles (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    counter = 0
+    for root in sorted(candidates, key=lambda node_id: spec.nodes[node_id].index):
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            node_id, edge_position = work.pop()
+            if edge_position == 0:
+                index[node_id] = low[node_id] = counter
+                counter += 1
+                stack.append(node_id)
+                on_stack.add(node_id)
+            outbound = [edge.target for edge in spec.nodes[node_id].outbound if edge.target in candidates]
+            descended = False
+            for position in range(edge_position, len(outbound)):
+                target = outbound[position]
+                if target not in index:
+                    work.append((node_id, position + 1))
+                    work.append((target, 0))
+                    descended = True
+                    break
+                if target in on_stack:
+                    low[node_id] = min(low[node_id], index[target])
+            if descended:
+                continue
+            if low[node_id] == index[node_id]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node_id:
+                        break
+                component.reverse()
+                self_loop = any(edge.target == node_id for edge in spec.nodes[node_id].outbound)
+                if len(component) > 1 or self_loop:
+                    yield component
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node_id])

@@ -1,0 +1,107 @@
+"""Start, cancel and validate: the run API's writes. Reading runs is ``workflows.api.RunViewSet``."""
+
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.parsers import JSONParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.errors import Forbidden, NotFound
+from workflows.engine import validate_graph
+from workflows.permissions import CAN_RUN, CAN_VIEW
+from workflows.selectors import runs_for_user, workflow_get_for_user, workflow_graph
+from workflows.serializers import RunSerializer
+from workflows.services import GraphInvalid
+
+from . import services
+from .serializers import (
+    GraphInvalidSerializer,
+    GraphValidateSerializer,
+    GraphValidSerializer,
+    RunCancelledSerializer,
+    RunCancelSerializer,
+    RunStartedSerializer,
+    RunStartSerializer,
+)
+
+
+def _run_links(request, run) -> dict:
+    scheme = "wss" if request.is_secure() else "ws"
+    return {
+        "id": run.pk,
+        "status": run.status,
+        "url": request.build_absolute_uri(reverse("run-detail", kwargs={"id": run.pk})),
+        "ws_url": f"{scheme}://{request.get_host()}/ws/runs/{run.pk}/",
+    }
+
+
+class _JsonApi(APIView):
+    """These endpoints take JSON bodies only (a multipart body cannot carry `inputs` or a graph)."""
+
+    parser_classes = [JSONParser]
+
+
+class WorkflowRunStartApi(_JsonApi):
+    @extend_schema(
+        operation_id="workflow_run_start",
+        request=RunStartSerializer,
+        responses={
+            202: RunStartedSerializer,
+            200: OpenApiResponse(RunSerializer, description="With `wait`: the run, finished in time."),
+        },
+        tags=["runs"],
+    )
+    def post(self, request, id):
+        """Start a run of the workflow's draft. 202 at once; with `wait`, 200 and the run if it ends in time."""
+        workflow = workflow_get_for_user(user=request.user, workflow_id=id, roles=CAN_RUN)
+        serializer = RunStartSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        run = services.run_start(workflow=workflow, user=request.user, inputs=serializer.validated_data["inputs"])
+        if serializer.validated_data["wait"]:
+            run = services.run_wait(run=run)
+            if run.is_finished:
+                run = runs_for_user(user=request.user).prefetch_related("tasks").get(pk=run.pk)
+                return Response(RunSerializer(run).data, status=status.HTTP_200_OK)
+        return Response(RunStartedSerializer(_run_links(request, run)).data, status=status.HTTP_202_ACCEPTED)
+
+
+class RunCancelApi(_JsonApi):
+    @extend_schema(
+        operation_id="run_cancel",
+        request=RunCancelSerializer,
+        responses={202: RunCancelledSerializer},
+        tags=["runs"],
+    )
+    def post(self, request, id):
+        """Cancel the run: a pending run ends now, a running one stops within seconds."""
+        run = runs_for_user(user=request.user).filter(pk=id).first()
+        if run is None:
+            raise NotFound("No such run.")
+        try:
+            workflow_get_for_user(user=request.user, workflow_id=run.workflow_id, roles=CAN_RUN)
+        except Forbidden:
+            raise Forbidden("Your role does not allow cancelling runs of this workflow.") from None
+        RunCancelSerializer(data=request.data).is_valid(raise_exception=True)
+        run = services.run_cancel(run=run, user=request.user)
+        body = {"id": run.pk, "status": run.status, "cancel_requested": run.cancel_requested}
+        return Response(RunCancelledSerializer(body).data, status=status.HTTP_202_ACCEPTED)
+
+
+class WorkflowValidateApi(_JsonApi):
+    @extend_schema(
+        operation_id="workflow_validate",
+        request=GraphValidateSerializer,
+        responses={200: GraphValidSerializer, 400: GraphInvalidSerializer},
+        tags=["workflows"],
+    )
+    def post(self, request, id):
+        """Check the workflow's draft (or the `graph` given) as a run would: every problem at once."""
+        workflow = workflow_get_for_user(user=request.user, workflow_id=id, roles=CAN_VIEW)
+        serializer = GraphValidateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        graph = serializer.validated_data.get("graph")
+        issues = validate_graph(workflow_graph(workflow=workflow) if graph is None else graph)
+        if issues:
+            raise GraphInvalid(issues)
+        return Response(GraphValidSerializer({"valid": True}).data)

@@ -1,0 +1,368 @@
+"""The run's journal in the database: a ``run_events`` row per event, a ``tasks`` row per node execution.
+
+All of one run's database work happens on one thread of its own (one connection, writes in
+the order they were made). Events are written by group commit: ``record`` gives the event its
+``seq`` at once and queues it; one writer task commits what is queued in one transaction (the
+events in one INSERT, each touched task row once, and ``Run.last_seq`` moved from the first
+``seq`` of the batch to its last by one UPDATE guarded by the lease), so a worker that lost the
+run to another cannot write and ``seq`` has neither gaps nor duplicates.
+
+A queued event waits at most :data:`LINGER_S` for company. ``record(..., durable=True)`` (a
+node's success or failure, which the executor reports that way) and ``finish`` commit at once
+and return only once their batch is committed: what the executor does next (start a node that
+depends on it, end the run) therefore never happens before the outcome is durable, and a node
+that succeeded is never executed again. A crash loses at most the last ``LINGER_S`` of
+non-durable events (a ``node.started`` whose node was not done yet: it is started again on
+resume). Events are streamed after their batch commits, in ``seq`` order, by one publisher task.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from workflows.engine.conf import engine_settings
+from workflows.engine.executor import LeaseLost
+from workflows.engine.journal import TaskChange, TaskRecord
+from workflows.models import Run, RunEvent, RunStatus, Task, TaskStatus
+
+from . import live
+
+logger = logging.getLogger(__name__)
+
+OPEN_TASK_STATUSES = (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYING)
+#: How long a non-durable event may wait for others to share its transaction (seconds).
+LINGER_S = 0.005
+
+
+def claimable_condition(now) -> Q:
+    """Pending runs, and running ones whose worker is gone (expired lease) or was released by the reaper."""
+    return (
+        Q(status=RunStatus.PENDING)
+        | Q(status=RunStatus.RUNNING, lease_expires_at__lt=now)
+        | Q(status=RunStatus.RUNNING, lease_owner="")
+    )
+
+
+@dataclass
+class _Entry:
+    """One event waiting for its transaction; ``final`` is the run's end (status, outputs, error)."""
+
+    seq: int
+    event_type: str
+    node_id: str
+    data: dict
+    at: datetime
+    task: TaskChange | None = None
+    final: dict | None = None
+
+
+@dataclass
+class _TaskWrite:
+    """What one batch does to one task row: the last change's fields, merged over the batch."""
+
+    change: TaskChange
+    fields: dict
+    first_start: datetime | None = None
+    events: list = field(default_factory=list)
+
+
+class DatabaseJournal:
+    def __init__(self, *, run_id: uuid.UUID, owner: str):
+        self.run_id = run_id
+        self.owner = owner
+        self.workflow_id = None
+        self.seq = 0
+        self.committed = 0
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="weft-run")
+        self._tasks: dict[tuple[str, str], tuple[uuid.UUID, list]] = {}
+        self._pending: list[_Entry] = []
+        self._waiters: list[tuple[int, asyncio.Future]] = []
+        self._queued: asyncio.Event | None = None
+        self._urgent: asyncio.Event | None = None
+        self._broken: BaseException | None = None
+        self._writer: asyncio.Task | None = None
+        self._outbox: asyncio.Queue | None = None
+        self._publisher: asyncio.Task | None = None
+        self._renewed = 0.0
+
+    async def _call(self, function, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+
+    # --- claiming ------------------------------------------------------------------------------
+    async def claim(self) -> Run | None:
+        """Take the run if it is pending, or running on an expired (or released) lease; None otherwise."""
+        run = await self._call(self._claim)
+        if run is not None:
+            self.workflow_id = run.workflow_id
+            self.seq = self.committed = run.last_seq
+            self._renewed = time.monotonic()
+            self._queued, self._urgent = asyncio.Event(), asyncio.Event()
+            self._outbox = asyncio.Queue()
+            self._writer = asyncio.create_task(self._write_forever())
+            self._publisher = asyncio.create_task(self._publish_forever())
+        return run
+
+    def _claim(self) -> Run | None:
+        close_old_connections()
+        now = timezone.now()
+        claimable = Run.objects.filter(
+            pk=self.run_id,
+            cancel_requested=False,
+            dispatch_attempts__lt=engine_settings.MAX_DISPATCH_ATTEMPTS,
+        ).filter(claimable_condition(now))
+        claimed = claimable.update(
+            status=RunStatus.RUNNING,
+            lease_owner=self.owner,
+            lease_expires_at=now + timedelta(seconds=engine_settings.LEASE_TTL_S),
+            dispatch_attempts=F("dispatch_attempts") + 1,
+            started_at=Coalesce(F("started_at"), now),
+            updated_at=now,
+        )
+        if not claimed:
+            return None
+        return Run.objects.get(pk=self.run_id)
+
+    # --- the journal protocol ----------------------------------------------------------------------
+    async def completed(self) -> dict[tuple[str, str], TaskRecord]:
+        return await self._call(self._completed)
+
+    def _completed(self) -> dict[tuple[str, str], TaskRecord]:
+        found = {}
+        for task in Task.objects.filter(run_id=self.run_id).only(
+            "id", "node_id", "scope", "status", "attempt", "output_data", "error", "events"
+        ):
+            key = (task.scope, task.node_id)
+            self._tasks[key] = (task.id, list(task.events or []))
+            found[key] = TaskRecord(status=task.status, attempt=task.attempt, output=task.output_data, error=task.error)
+        return found
+
+    async def record(
+        self, event_type: str, node_id: str, data: dict, task: TaskChange | None = None, *, durable: bool = False
+    ) -> None:
+        self._queue(_Entry(self.seq + 1, event_type, node_id, data, timezone.now(), task))
+        if durable:
+            await self.flush()
+
+    async def finish(self, status: str, *, outputs: dict | None, error: str, data: dict) -> None:
+        final = {"status": status, "outputs": outputs, "error": error}
+        self._queue(_Entry(self.seq + 1, f"run.{status}", "", data, timezone.now(), final=final))
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Return once every event recorded so far is committed (raise what stopped the writer, if anything)."""
+        if self._broken is not None:
+            raise self._broken
+        if self.committed >= self.seq:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((self.seq, waiter))
+        self._urgent.set()
+        await waiter
+
+    def _queue(self, entry: _Entry) -> None:
+        if self._broken is not None:
+            raise self._broken
+        self.seq = entry.seq
+        self._pending.append(entry)
+        self._queued.set()
+
+    # --- group commit ------------------------------------------------------------------------------
+    async def _write_forever(self) -> None:
+        while True:
+            await self._queued.wait()
+            if not self._urgent.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(LINGER_S):
+                        await self._urgent.wait()
+                # On Python 3.11 a cancel() arriving as the linger expires can come out of the
+                # timeout as a TimeoutError: honour it, or whoever awaits this task waits forever.
+                if asyncio.current_task().cancelling():
+                    raise asyncio.CancelledError
+            batch, self._pending = self._pending, []
+            self._queued.clear()
+            self._urgent.clear()
+            if not batch:
+                continue
+            try:
+                await self._call(self._write, batch)
+            except Exception as exc:
+                # Nothing more is written: the next record (or the waiting ones) raise this.
+                self._broken = exc
+                for _, waiter in self._waiters:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                self._waiters.clear()
+                return
+            self.committed = batch[-1].seq
+            for entry in batch:
+                self._outbox.put_nowait(
+                    live.event_message(
+                        run_id=self.run_id,
+                        seq=entry.seq,
+                        event_type=entry.event_type,
+                        node_id=entry.node_id,
+                        data=entry.data,
+                        at=entry.at,
+                    )
+                )
+            still = []
+            for seq, waiter in self._waiters:
+                if seq <= self.committed:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                else:
+                    still.append((seq, waiter))
+            self._waiters = still
+
+    def _write(self, batch: list[_Entry]) -> None:
+        final = batch[-1].final
+        at = batch[-1].at
+        end = {}
+        if final is not None:
+            end = {
+                "status": final["status"],
+                "outputs": final["outputs"],
+                "error": final["error"],
+                "finished_at": at,
+                "updated_at": at,
+                "lease_owner": "",
+                "lease_expires_at": None,
+            }
+        with transaction.atomic():
+            moved = Run.objects.filter(pk=self.run_id, lease_owner=self.owner, last_seq=batch[0].seq - 1).update(
+                last_seq=batch[-1].seq, **end
+            )
+            if not moved:
+                raise LeaseLost(f"Run {self.run_id} is no longer held by {self.owner}.")
+            RunEvent.objects.bulk_create(
+                [
+                    RunEvent(run_id=self.run_id, seq=e.seq, type=e.event_type, node_id=e.node_id, data=e.data, at=e.at)
+                    for e in batch
+                ]
+            )
+            self._write_tasks(batch)
+            if final is not None:
+                Task.objects.filter(run_id=self.run_id, status__in=OPEN_TASK_STATUSES).update(
+                    status=TaskStatus.CANCELLED, finished_at=at
+                )
+
+    def _write_tasks(self, batch: list[_Entry]) -> None:
+        """Each task row the batch touches is written once, as the changes one by one would have left it."""
+        writes: dict[tuple[str, str], _TaskWrite] = {}
+        for entry in batch:
+            change = entry.task
+            if change is None:
+                continue
+            key = (change.scope, change.node_id)
+            write = writes.get(key)
+            if write is None:
+                write = writes[key] = _TaskWrite(change=change, fields={})
+            write.change = change
+            write.events.append(
+                {"seq": entry.seq, "type": entry.event_type, "attempt": change.attempt, "at": entry.at.isoformat()}
+            )
+            write.fields.update(
+                status=change.status,
+                attempt=change.attempt,
+                retry_count=max(change.attempt - 1, 0),
+                error=change.error,
+                output_data=change.output,
+            )
+            if change.started:
+                write.first_start = write.first_start or entry.at
+                write.fields["finished_at"] = None
+            if change.finished:
+                write.fields["finished_at"] = entry.at
+        created = []
+        for key, write in writes.items():
+            pk, events = self._tasks.get(key, (None, []))
+            events = events + write.events
+            if pk is None:
+                change = write.change
+                task = Task(
+                    run_id=self.run_id,
+                    node_id=change.node_id,
+                    scope=change.scope,
+                    node_type=change.node_type,
+                    name=change.name[:255],
+                    started_at=write.first_start,
+                    events=events,
+                    **write.fields,
+                )
+                created.append((key, task))
+                continue
+            fields = {**write.fields, "events": events}
+            if write.first_start is not None:
+                fields["started_at"] = Coalesce(F("started_at"), write.first_start)
+            Task.objects.filter(pk=pk).update(**fields)
+            self._tasks[key] = (pk, events)
+        if created:
+            Task.objects.bulk_create([task for _, task in created])
+            for key, task in created:
+                self._tasks[key] = (task.pk, task.events)
+
+    async def heartbeat(self) -> str:
+        renew = time.monotonic() - self._renewed >= engine_settings.HEARTBEAT_S
+        state = await self._call(self._heartbeat, renew)
+        if renew and state != "lost":
+            self._renewed = time.monotonic()
+        return state
+
+    def _heartbeat(self, renew: bool) -> str:
+        row = Run.objects.filter(pk=self.run_id).values_list("lease_owner", "status", "cancel_requested").first()
+        if row is None or row[0] != self.owner or row[1] != RunStatus.RUNNING:
+            return "lost"
+        if renew:
+            now = timezone.now()
+            renewed = Run.objects.filter(pk=self.run_id, lease_owner=self.owner, status=RunStatus.RUNNING).update(
+                lease_expires_at=now + timedelta(seconds=engine_settings.LEASE_TTL_S)
+            )
+            if not renewed:
+                return "lost"
+        return "cancel" if row[2] else "ok"
+
+    # --- streaming and closing ---------------------------------------------------------------------
+    async def _publish_forever(self) -> None:
+        while True:
+            message = await self._outbox.get()
+            try:
+                await live.publish(workflow_id=self.workflow_id, message=message)
+            except Exception:  # a client that misses a live event replays it from run_events
+                logger.warning("Could not stream event %s of run %s", message["seq"], message["run"], exc_info=True)
+            finally:
+                self._outbox.task_done()
+
+    async def close(self) -> None:
+        """Commit and send what is left, then release the thread and its database connection."""
+        if self._writer is not None:
+            try:
+                await self.flush()
+            except LeaseLost:
+                pass
+            except Exception:
+                logger.warning("Could not write the last events of run %s", self.run_id, exc_info=True)
+            self._writer.cancel()
+            with contextlib.suppress(BaseException):
+                await self._writer
+        if self._publisher is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._outbox.join(), timeout=5)
+            self._publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
+        await self._call(_close_connection)
+        self._thread.shutdown(wait=False)
+
+
+def _close_connection() -> None:
+    connection.close()

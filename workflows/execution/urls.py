@@ -1,0 +1,9 @@
+from django.urls import path
+
+from . import api
+
+urlpatterns = [
+    path("workflows/<uuid:id>/runs/", api.WorkflowRunStartApi.as_view(), name="workflow-run-start"),
+    path("workflows/<uuid:id>/validate/", api.WorkflowValidateApi.as_view(), name="workflow-validate"),
+    path("runs/<uuid:id>/cancel/", api.RunCancelApi.as_view(), name="run-cancel"),
+]

@@ -1,0 +1,118 @@
+"""Publishing versions of a workflow, releasing them on channels, and rolling the draft back."""
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from config.errors import Conflict, InvalidInput
+from workflows.engine import validate_graph
+from workflows.models import Flow, ReleaseChannel, Workflow
+from workflows.selectors import workflow_graph
+from workflows.services import GraphInvalid, workflow_update
+
+from .versions import parse_version
+
+DEFAULT_CHANNELS = ("web", "api")
+
+
+def channels_mask(channels, *, field: str = "channels") -> int:
+    """``["web", "api"]`` → the ``release_status`` bits of those channels."""
+    if not isinstance(channels, list | tuple) or not channels:
+        raise InvalidInput("Give a non-empty list of channels.", field=field, code="invalid_channels")
+    by_name = {choice.name.lower(): choice.value for choice in ReleaseChannel}
+    mask = 0
+    for name in channels:
+        if name not in by_name:
+            raise InvalidInput(
+                f"Unknown channel {str(name)[:32]!r}; channels are {', '.join(by_name)}.",
+                field=field,
+                code="invalid_channels",
+            )
+        mask |= by_name[name]
+    return mask
+
+
+def channel_names(mask: int) -> list[str]:
+    return [choice.name.lower() for choice in ReleaseChannel if mask & choice.value]
+
+
+def _release_graph(graph: dict) -> dict:
+    """What clients run: the graph without what only the editor needs (canvas positions)."""
+    return {
+        "nodes": [{key: value for key, value in node.items() if key != "position"} for node in graph["nodes"]],
+        "edges": graph["edges"],
+    }
+
+
+def workflow_publish(
+    *, workflow: Workflow, version: str, user, description: str = "", channels=DEFAULT_CHANNELS
+) -> Flow:
+    """Freeze the validated draft into a new immutable version, greater than every earlier one."""
+    parsed = parse_version(version)
+    mask = channels_mask(list(channels))
+    with transaction.atomic():
+        # One publisher at a time per workflow, so that "greater than every earlier one" holds.
+        workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
+        graph = workflow_graph(workflow=workflow)
+        issues = validate_graph(graph)
+        if not issues:
+            from agents.tools_runtime import workflow_tools_issues
+
+            issues = workflow_tools_issues(graph=graph, owner=workflow.owner)
+        if issues:
+            raise GraphInvalid(issues)
+        latest = (
+            Flow.objects.filter(workflow=workflow)
+            .order_by("-version_major", "-version_minor", "-version_patch")
+            .values_list("version_major", "version_minor", "version_patch", "version")
+            .first()
+        )
+        if latest and (parsed.major, parsed.minor, parsed.patch) <= latest[:3]:
+            raise Conflict(
+                f"Version {parsed} must be greater than the latest version {latest[3]}.",
+                field="version",
+                code="version_not_greater",
+            )
+        try:
+            with transaction.atomic():
+                flow = Flow.objects.create(
+                    workflow=workflow,
+                    name=workflow.name[:128],
+                    description=description,
+                    data=graph,
+                    release_data=_release_graph(graph),
+                    version=str(parsed),
+                    version_major=parsed.major,
+                    version_minor=parsed.minor,
+                    version_patch=parsed.patch,
+                    release_status=mask,
+                    create_by=user,
+                    update_by=user,
+                )
+        except IntegrityError:
+            raise Conflict(f"Version {parsed} already exists.", field="version", code="version_exists") from None
+        if workflow.status != Workflow.Status.PUBLISHED:
+            Workflow.objects.filter(pk=workflow.pk).update(status=Workflow.Status.PUBLISHED)
+    return flow
+
+
+def flow_release(*, flow: Flow, channels, user) -> Flow:
+    """Release a version on more channels (bits are only added)."""
+    mask = channels_mask(channels)
+    Flow.objects.filter(pk=flow.pk).update(release_status=F("release_status").bitor(mask), update_by=user)
+    flow.refresh_from_db()
+    return flow
+
+
+def flow_withdraw(*, flow: Flow, user, channels=None) -> Flow:
+    """Take a version off some channels, or off all of them; the version itself stays."""
+    keep = 0
+    if channels is not None:
+        keep = sum(choice.value for choice in ReleaseChannel) & ~channels_mask(channels)
+    Flow.objects.filter(pk=flow.pk).update(release_status=F("release_status").bitand(keep), update_by=user)
+    flow.refresh_from_db()
+    return flow
+
+
+def workflow_rollback(*, workflow: Workflow, flow: Flow, user) -> Workflow:
+    """Make a published version the draft again; the next publish needs a new, greater version."""
+    return workflow_update(workflow=workflow, user=user, graph=flow.data)

@@ -1,0 +1,297 @@
+from django.contrib.auth import get_user_model
+from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from config.api.serializers import StrictModelSerializer, StrictSerializer
+from config.errors import InvalidInput
+
+from . import services
+from .models import Flow, Run, ScheduledWorkflow, Task, Workflow, WorkflowMember, WorkflowMemberRole
+from .permissions import CAN_RUN
+from .schedules import services as schedule_services
+from .selectors import workflow_graph, workflow_role_for_user, workflows_for_user
+
+DSL_KEY_VALIDATOR = RegexValidator(services.DSL_KEY_PATTERN)
+MAX_ID = 2**63 - 1  # the largest primary key the database holds
+
+
+# --- The DSL, described for the schema; graph_clean is what checks it. ---------------------------
+class DslPositionSerializer(StrictSerializer):
+    """Where the node sits on the editor's canvas."""
+
+    x = serializers.FloatField(allow_null=True)
+    y = serializers.FloatField(allow_null=True)
+
+
+class DslNodeSerializer(StrictSerializer):
+    """A node of the DSL: its id (an identifier), type, config and error policy."""
+
+    id = serializers.CharField(max_length=services.DSL_KEY_MAX_LENGTH, validators=[DSL_KEY_VALIDATOR])
+    type = serializers.CharField(max_length=services.NODE_TYPE_MAX_LENGTH)
+    name = serializers.CharField(max_length=services.NODE_NAME_MAX_LENGTH, required=False, allow_blank=True)
+    config = serializers.DictField(required=False)
+    error_policy = serializers.DictField(required=False)
+    position = DslPositionSerializer(required=False, allow_null=True)
+
+
+class DslEdgeSerializer(StrictSerializer):
+    """An edge of the DSL; ``source_handle`` names a branch (a case id, ``else``, ``error``)."""
+
+    source = serializers.CharField(max_length=services.DSL_KEY_MAX_LENGTH, validators=[DSL_KEY_VALIDATOR])
+    target = serializers.CharField(max_length=services.DSL_KEY_MAX_LENGTH, validators=[DSL_KEY_VALIDATOR])
+    source_handle = serializers.CharField(
+        max_length=services.DSL_KEY_MAX_LENGTH, validators=[DSL_KEY_VALIDATOR], required=False, allow_null=True
+    )
+
+
+class DslGraphSerializer(StrictSerializer):
+    """A DSL v1 graph."""
+
+    nodes = DslNodeSerializer(many=True)
+    edges = DslEdgeSerializer(many=True)
+
+
+@extend_schema_field(DslGraphSerializer)
+class GraphField(serializers.JSONField):
+    """A workflow's draft as a DSL document, read from and written to its Node/Edge rows."""
+
+    def get_attribute(self, instance):
+        return workflow_graph(workflow=instance)
+
+
+# --- Workflows ---------------------------------------------------------------------------------
+class WorkflowSerializer(StrictModelSerializer):
+    """A workflow with its draft graph and your role on it."""
+
+    graph = GraphField(required=False, help_text="The draft: DSL v1 nodes and edges.")
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    role = serializers.SerializerMethodField(help_text="Your role on this workflow.")
+
+    class Meta:
+        model = Workflow
+        fields = [
+            "id",
+            "name",
+            "description",
+            "graph",
+            "status",
+            "source",
+            "source_template",
+            "owner",
+            "role",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["status", "source", "source_template", "created_at", "updated_at"]
+        extra_kwargs = {"description": {"max_length": 10_000}}
+
+    @extend_schema_field(serializers.ChoiceField(choices=WorkflowMemberRole.choices))
+    def get_role(self, workflow: Workflow) -> str | None:
+        if hasattr(workflow, "caller_role"):
+            return workflow.caller_role
+        request = self.context.get("request")
+        return workflow_role_for_user(workflow=workflow, user=request.user) if request else None
+
+
+class WorkflowVersionSerializer(StrictModelSerializer):
+    """A published version of a workflow."""
+
+    created = serializers.DateTimeField(source="create_at", read_only=True)
+
+    class Meta:
+        model = Flow
+        fields = ["version", "name", "description", "release_status", "created"]
+        read_only_fields = fields
+
+
+# --- Members -----------------------------------------------------------------------------------
+class WorkflowMemberSerializer(StrictModelSerializer):
+    """Someone a workflow is shared with, and their role."""
+
+    user = serializers.IntegerField(source="user_id", read_only=True)
+    username = serializers.CharField(source="user.username", read_only=True)
+
+    class Meta:
+        model = WorkflowMember
+        fields = ["user", "username", "role", "created_at"]
+        read_only_fields = fields
+
+
+class WorkflowMemberSetSerializer(StrictSerializer):
+    """Share a workflow with a user, or change their role."""
+
+    user = serializers.CharField(max_length=150, help_text="The user's username, or their numeric id.")
+    role = serializers.ChoiceField(choices=WorkflowMemberRole.choices)
+
+    def validate_user(self, value: str):
+        users = get_user_model().objects
+        user = users.filter(username=value).first()
+        if user is None and value.isascii() and value.isdigit() and int(value) <= MAX_ID:
+            user = users.filter(pk=int(value)).first()
+        if user is None:
+            raise serializers.ValidationError("No such user.")
+        return user
+
+
+class WorkflowMemberRoleSerializer(StrictSerializer):
+    """A member's new role."""
+
+    role = serializers.ChoiceField(choices=WorkflowMemberRole.choices)
+
+
+# --- Runs --------------------------------------------------------------------------------------
+class TaskSerializer(StrictModelSerializer):
+    """One node's execution within a run."""
+
+    output = serializers.JSONField(source="output_data", read_only=True)
+
+    class Meta:
+        model = Task
+        fields = [
+            "node_id",
+            "node_type",
+            "scope",
+            "status",
+            "attempt",
+            "output",
+            "error",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class RunSerializer(StrictModelSerializer):
+    """A run with its tasks (prefetch ``tasks``), as the contract shows it."""
+
+    workflow = serializers.UUIDField(source="workflow_id", read_only=True)
+    tasks = TaskSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Run
+        fields = [
+            "id",
+            "workflow",
+            "status",
+            "trigger",
+            "inputs",
+            "outputs",
+            "error",
+            "version",
+            "tasks",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+# --- Schedules ---------------------------------------------------------------------------------
+class ScheduleSerializer(StrictModelSerializer):
+    """A cron schedule that starts runs of a workflow."""
+
+    workflow = serializers.PrimaryKeyRelatedField(
+        queryset=Workflow.objects.none(), pk_field=serializers.UUIDField(), help_text="A workflow you can run."
+    )
+    cron = serializers.CharField(
+        source="cron_expression",
+        max_length=255,
+        help_text=(
+            "Five fields: minute hour day-of-month month day-of-week (0-6 or sun-sat). When both days are "
+            "restricted, both must match."
+        ),
+    )
+    timezone = serializers.CharField(max_length=64, default="UTC", help_text="An IANA time zone, e.g. Europe/Paris.")
+    version = serializers.CharField(
+        source="flow.version",
+        max_length=128,
+        required=False,
+        allow_null=True,
+        help_text=(
+            "Pin a published version; null runs the latest version released on the API channel "
+            "(the draft while none is)."
+        ),
+    )
+    inputs = serializers.DictField(required=False, help_text="The inputs every scheduled run gets.")
+    max_retries = serializers.IntegerField(
+        min_value=0,
+        max_value=100,
+        default=3,
+        help_text="Pause the schedule after this many consecutive failed runs (0: never).",
+    )
+    last_execution_status = serializers.CharField(
+        read_only=True, help_text="succeeded, failed or running; empty until the first run."
+    )
+
+    class Meta:
+        model = ScheduledWorkflow
+        fields = [
+            "id",
+            "workflow",
+            "name",
+            "cron",
+            "timezone",
+            "version",
+            "inputs",
+            "status",
+            "pause_reason",
+            "max_retries",
+            "consecutive_failures",
+            "last_execution_at",
+            "last_execution_status",
+            "last_error_message",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = [
+            "status",
+            "pause_reason",
+            "consecutive_failures",
+            "last_execution_at",
+            "last_execution_status",
+            "last_error_message",
+            "created_at",
+            "updated_at",
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        request = self.context.get("request")
+        if request is not None:
+            self.fields["workflow"].queryset = workflows_for_user(user=request.user, roles=CAN_RUN)
+
+    def validate_cron(self, value: str) -> str:
+        try:
+            return schedule_services.cron_check(value)
+        except InvalidInput as error:
+            raise serializers.ValidationError(error.message) from None
+
+    def validate_inputs(self, value: dict) -> dict:
+        if services.json_has_nul(value):
+            raise serializers.ValidationError("Must not contain NUL characters.")
+        return value
+
+    def validate_timezone(self, value: str) -> str:
+        try:
+            return schedule_services.timezone_check(value)
+        except InvalidInput as error:
+            raise serializers.ValidationError(error.message) from None
+
+    def to_service_arguments(self) -> dict:
+        """The validated fields, named as the schedule services take them."""
+        renamed = {"cron_expression": "cron", "timezone": "timezone_name"}
+        arguments = {renamed.get(field, field): value for field, value in self.validated_data.items()}
+        if "flow" in arguments:
+            arguments["version"] = arguments.pop("flow")["version"]
+        return arguments
+
+
+class SchedulePauseSerializer(StrictSerializer):
+    reason = serializers.CharField(
+        max_length=1000, required=False, allow_blank=True, help_text="Why; shown with the paused schedule."
+    )
+
+
+class ScheduleActionSerializer(StrictSerializer):
+    """No body."""

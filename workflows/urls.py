@@ -1,0 +1,20 @@
+from django.urls import include, path
+from rest_framework.routers import SimpleRouter
+
+from . import api
+
+router = SimpleRouter(use_regex_path=False)
+router.register("workflows", api.WorkflowViewSet, basename="workflow")
+router.register("runs", api.RunViewSet, basename="run")
+router.register("schedules", api.ScheduleViewSet, basename="schedule")
+
+urlpatterns = [
+    path("", include("workflows.execution.urls")),
+    path("workflows/<uuid:id>/members/", api.WorkflowMemberListApi.as_view(), name="workflow-members"),
+    path(
+        "workflows/<uuid:id>/members/<int:user_id>/",
+        api.WorkflowMemberDetailApi.as_view(),
+        name="workflow-member-detail",
+    ),
+    *router.urls,
+]
