@@ -26,6 +26,8 @@ def prepare_environment() -> bool:
     # As in production (no query log), but over plain http on loopback.
     os.environ.setdefault("DEBUG", "0")
     os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
+    # A line per run started and finished would bury the table.
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
     database = os.environ.get("DATABASE_URL", "")
     redis = os.environ.get("REDIS_URL", "")
     services = database.startswith("postgres") and bool(redis)

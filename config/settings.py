@@ -9,6 +9,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from observability.logs import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -60,9 +62,12 @@ INSTALLED_APPS = [
     "history",
     "templates.apps.WorkflowTemplatesConfig",
     "console",
+    "observability",
 ]
 
 MIDDLEWARE = [
+    # First: answers /healthz, /readyz and /metrics itself, and times, counts and traces the rest.
+    "observability.middleware.ObservabilityMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -103,7 +108,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE"}
     )
 else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    # 0: under ASGI each request runs on a thread of its own, and kept connections pile up (Django's
+    # deployment notes); workers close theirs after each task.
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -143,10 +150,13 @@ REDIS_URL = env.str("REDIS_URL", default="")
 EMBEDDED = not REDIS_URL
 
 if REDIS_URL:
+    # Redis pub/sub: an event is published once and each server process fans it out to its own
+    # websocket clients (the list-based layer stores one copy per client, 200 round trips for 200
+    # clients). Delivery is at most once; a client that misses an event replays it from run_events.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
         }
     }
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
@@ -163,10 +173,15 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-# Copied into the database by the scheduler: resume or end runs whose worker is gone.
+# Copied into the database by the scheduler: resume or end runs whose worker is gone (every
+# WEFT_ENGINE_REAPER_INTERVAL_S, the embedded reaper's interval too).
 CELERY_BEAT_SCHEDULE = {
-    "weft-runs-reap": {"task": "workflows.runs_reap", "schedule": 30.0},
+    "weft-runs-reap": {
+        "task": "workflows.runs_reap",
+        "schedule": env.float("WEFT_ENGINE_REAPER_INTERVAL_S", default=30.0),
+    },
     "weft-retention-purge": {"task": "history.retention_purge", "schedule": 3600.0},
+    "weft-usage-sweep": {"task": "history.usage_sweep", "schedule": 60.0},
     "weft-schedules-sync": {"task": "workflows.schedules_sync", "schedule": 30.0},
 }
 # Longer than the longest run, so that a run's message is not redelivered while it is running.
@@ -190,6 +205,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.api.exceptions.exception_handler",
+    # Calls per client address to the endpoints anyone can reach (config/api/throttling.py).
+    "DEFAULT_THROTTLE_RATES": {
+        "auth_token": env.str("WEFT_THROTTLE_AUTH_TOKEN", default="30/min"),
+        "app": env.str("WEFT_THROTTLE_APP", default="6000/min"),
+    },
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 
@@ -231,13 +251,16 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
     CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+# --- Observability (observability/): logs, /metrics; tracing reads the standard OTEL_* variables ---
+# One JSON object per line in production, readable text on a laptop; each line names its run,
+# node and trace when it has them.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured("LOG_FORMAT must be json or text.")
+LOGGING = logging_config(level=env.str("LOG_LEVEL", default="INFO"), log_format=LOG_FORMAT)
+# /metrics answers a bearer of this token, or a client in these networks; neither set: 404.
+METRICS_TOKEN = env.str("WEFT_METRICS_TOKEN", default="")
+METRICS_ALLOW = env.list("WEFT_METRICS_ALLOW", default=[])
 
 # --- Engine tunables, read through workflows.engine.settings ---------------------------------
 WEFT = {
@@ -247,6 +270,14 @@ WEFT = {
     "APP_RATE_LIMIT_PER_MINUTE": env.int("WEFT_APP_RATE_LIMIT_PER_MINUTE", default=600),
     # Finished runs (with their tasks and events) and node history older than this are purged.
     "RETENTION_DAYS": env.int("WEFT_RETENTION_DAYS", default=30),
+    # What one user may own and run (accounts/quotas.py); the admin overrides them per user.
+    "QUOTAS": {
+        "MAX_WORKFLOWS": env.int("WEFT_QUOTA_MAX_WORKFLOWS", default=1000),
+        "RUNS_PER_DAY": env.int("WEFT_QUOTA_RUNS_PER_DAY", default=10000),
+        "CONCURRENT_RUNS": env.int("WEFT_QUOTA_CONCURRENT_RUNS", default=200),
+        "MAX_RUN_DURATION_S": env.int("WEFT_QUOTA_MAX_RUN_DURATION_S", default=6 * 3600),
+        "WORKFLOW_RUNS_PER_DAY": env.int("WEFT_QUOTA_WORKFLOW_RUNS_PER_DAY", default=10000),
+    },
     # Engine tunables (workflows/engine/conf.py) from WEFT_ENGINE_<NAME>, values as JSON:
     # e.g. WEFT_ENGINE_LEASE_TTL_S=30, WEFT_ENGINE_EMBEDDED_REAPER=false.
     "ENGINE": {

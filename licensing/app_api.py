@@ -8,6 +8,7 @@ nothing else was for 15 seconds.
 """
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
@@ -26,10 +27,12 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from config.api.pagination import PageNumberPagination
+from config.api.responses import RUN_QUOTA_429
+from config.api.throttling import ClientAddressThrottle
 from config.errors import Forbidden, NotFound, RateLimited
 from config.rate_limits import rate_limit_hit
 from history.memory import memory_rounds_for_app
-from workflows.consumers import REPLAY_BATCH, _events_after
+from workflows.consumers import REPLAY_BATCH, events_after
 from workflows.execution import live
 from workflows.execution import services as execution
 from workflows.models import RUN_FINAL_STATUSES, ReleaseChannel, Run, RunTrigger, Workflow
@@ -78,9 +81,11 @@ class EventStreamRenderer(BaseRenderer):
     charset = "utf-8"
 
 
-def _sse_frame(*, event: str, data: dict, seq: int | None = None) -> bytes:
+def _sse_frame(*, event: str, data: dict | None = None, text: str | None = None, seq: int | None = None) -> bytes:
     head = f"id: {seq}\n" if seq is not None else ""
-    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    if text is None:
+        text = json.dumps(data, separators=(",", ":"))
+    return f"{head}event: {event}\ndata: {text}\n\n".encode()
 
 
 def _finished_run(run_id) -> dict:
@@ -103,11 +108,14 @@ async def run_event_stream(*, run_id, heartbeat_s: float = SSE_HEARTBEAT_S) -> A
     channel = await layer.new_channel()
     group = live.RUN_GROUP.format(run_id)
     await layer.group_add(group, channel)
+    # One receive at a time, kept across heartbeats: cancelling a receive is how a channel layer
+    # learns that the channel is gone (the pub/sub layer then drops its subscription).
+    receiver: asyncio.Future | None = None
     last_seq = 0
     try:
         while True:
             while True:
-                stored = await database_sync_to_async(_events_after)(run_id, last_seq)
+                stored = await database_sync_to_async(events_after)(run_id, last_seq)
                 for event in stored:
                     last_seq = event["seq"]
                     yield _sse_frame(event=event["type"], data=event, seq=last_seq)
@@ -117,23 +125,30 @@ async def run_event_stream(*, run_id, heartbeat_s: float = SSE_HEARTBEAT_S) -> A
                 if len(stored) < REPLAY_BATCH:
                     break
             while True:
-                try:
-                    message = await asyncio.wait_for(layer.receive(channel), timeout=heartbeat_s)
-                except TimeoutError:
+                if receiver is None:
+                    receiver = asyncio.ensure_future(layer.receive(channel))
+                done, _ = await asyncio.wait({receiver}, timeout=heartbeat_s)
+                if not done:
                     yield b": keep-alive\n\n"
                     break
-                event = message["event"]
-                if event["seq"] <= last_seq:
+                message, receiver = receiver.result(), None
+                if message["seq"] <= last_seq:
                     continue
-                if event["seq"] > last_seq + 1:
+                if message["seq"] > last_seq + 1:
                     break
-                last_seq = event["seq"]
-                yield _sse_frame(event=event["type"], data=event, seq=last_seq)
-                if event["type"] in _FINAL_EVENT_TYPES:
+                last_seq = message["seq"]
+                yield _sse_frame(event=message["kind"], text=message["text"], seq=last_seq)
+                if message["kind"] in _FINAL_EVENT_TYPES:
                     yield await _final_frame(run_id)
                     return
     finally:
         await layer.group_discard(group, channel)
+        if receiver is None:
+            receiver = asyncio.ensure_future(layer.receive(channel))
+            await asyncio.sleep(0)  # let it start, so that its cancellation runs the layer's cleanup
+        receiver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receiver
 
 
 class IsApp(BasePermission):
@@ -144,6 +159,8 @@ class IsApp(BasePermission):
 class AppApiView(APIView):
     authentication_classes = [AppCredentialsAuthentication]
     permission_classes = [IsApp]
+    throttle_classes = [ClientAddressThrottle]
+    throttle_scope = "app"
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
@@ -173,6 +190,7 @@ class AppWorkflowRunApi(AppApiView):
             (202, "application/json"): AppRunStartedSerializer,
             (200, "application/json"): OpenApiResponse(RunSerializer, description=RUN_STARTED_200),
             (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description=RUN_STARTED_200),
+            (429, "application/json"): RUN_QUOTA_429,
         },
         parameters=[OpenApiParameter("id", str, OpenApiParameter.PATH, description="Workflow group id.")],
         tags=["app"],

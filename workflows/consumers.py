@@ -7,7 +7,9 @@ cannot view closes with code 4404, as if it did not exist; without credentials, 
 ``/ws/runs/<id>/`` sends a ``snapshot`` (the run with its tasks, as the run API shows it), then
 every event ``{"type", "run", "node", "seq", "at", "data"}``. With ``?after=<seq>`` the stored
 events after ``seq`` are sent first. The consumer joins the run's group before it reads
-anything, then drops live events it has already sent, so nothing is missed nor sent twice.
+anything, then drops live events it has already sent, so nothing is missed nor sent twice; a
+live event that skips seqs (stored, never streamed: their worker died in between) makes it send
+the stored ones first.
 """
 
 import asyncio
@@ -37,7 +39,8 @@ class _AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
         values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get(name)
         return values[0] if values else None
 
-    async def authenticated_user(self):
+    def credentials(self):
+        """The knox token the client sent (``?token=`` or ``Authorization: Token``), else the session's user."""
         token = self.query("token")
         if token is None:
             header = dict(self.scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
@@ -45,18 +48,36 @@ class _AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
             if scheme.lower() == "token" and value:
                 token = value.strip()
         if token is not None:
-            return await database_sync_to_async(_user_for_token)(token)
+            return token
         user = self.scope.get("user")
         return user if getattr(user, "is_authenticated", False) else None
+
+    async def authenticated_user(self):
+        credentials = self.credentials()
+        return await database_sync_to_async(_user_for)(credentials) if isinstance(credentials, str) else credentials
+
+    async def dispatch(self, message: dict) -> None:
+        # A live event touches no database: skip the close_old_connections() thread hop that
+        # channels makes before every handler, one per client per event (most of the fan-out's cost).
+        if message["type"] == live.HANDLER:
+            await self.run_event(message)
+            return
+        await super().dispatch(message)
+
+    async def run_event(self, message: dict) -> None:
+        raise NotImplementedError
 
     async def refuse(self, code: int) -> None:
         await self.accept()
         await self.close(code=code)
 
 
-def _user_for_token(token: str):
+def _user_for(credentials):
+    """The user of a knox token (a string), or ``credentials`` itself (a session's user, or None)."""
+    if not isinstance(credentials, str):
+        return credentials
     try:
-        user, _ = TokenAuthentication().authenticate_credentials(token.encode("utf-8"))
+        user, _ = TokenAuthentication().authenticate_credentials(credentials.encode("utf-8"))
     except (AuthenticationFailed, UnicodeError):
         return None
     return user
@@ -64,37 +85,49 @@ def _user_for_token(token: str):
 
 class RunConsumer(_AuthenticatedConsumer):
     group: str | None = None
+    run_id = None
     last_seq = 0
 
     async def connect(self) -> None:
+        # Two database calls in all (who and which run; then what happened so far): connecting
+        # many clients at once, as after a server is lost, must not queue on the database thread.
         live.bind_consumer_loop(asyncio.get_running_loop())
-        user = await self.authenticated_user()
-        if user is None:
+        credentials = self.credentials()
+        if credentials is None:
             await self.refuse(CLOSE_UNAUTHENTICATED)
             return
         after = self.query("after")
         if after is not None and not (after.isdigit() and len(after) < 10):
             await self.refuse(CLOSE_BAD_REQUEST)
             return
-        run = await database_sync_to_async(_visible_run)(user, self.scope["url_route"]["kwargs"]["run_id"])
+        user, run = await database_sync_to_async(_user_and_run)(
+            credentials, self.scope["url_route"]["kwargs"]["run_id"]
+        )
+        if user is None:
+            await self.refuse(CLOSE_UNAUTHENTICATED)
+            return
         if run is None:
             await self.refuse(CLOSE_NOT_FOUND)
             return
+        self.run_id = run.pk
         self.group = live.RUN_GROUP.format(run.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
-        snapshot = await database_sync_to_async(_snapshot)(run.pk)
+        snapshot, events = await database_sync_to_async(_snapshot_and_events)(
+            run.pk, None if after is None else int(after)
+        )
         await self.send_json(snapshot)
         self.last_seq = snapshot["seq"]
-        if after is not None:
-            self.last_seq = int(after)
-            while True:
-                events = await database_sync_to_async(_events_after)(run.pk, self.last_seq)
-                for event in events:
-                    await self.send_json(event)
-                    self.last_seq = event["seq"]
-                if len(events) < REPLAY_BATCH:
-                    break
+        if after is None:
+            return
+        self.last_seq = int(after)
+        while True:
+            for event in events:
+                await self.send_json(event)
+                self.last_seq = event["seq"]
+            if len(events) < REPLAY_BATCH:
+                break
+            events = await database_sync_to_async(events_after)(run.pk, self.last_seq)
 
     async def disconnect(self, code) -> None:
         if self.group:
@@ -104,11 +137,21 @@ class RunConsumer(_AuthenticatedConsumer):
         """Clients only listen."""
 
     async def run_event(self, message: dict) -> None:
-        event = message["event"]
-        if event["seq"] <= self.last_seq:
+        if message["seq"] <= self.last_seq:
             return
-        self.last_seq = event["seq"]
-        await self.send_json(event)
+        if message["seq"] > self.last_seq + 1:
+            # Events this client never got live (their worker died after storing them, before
+            # streaming them): send the stored ones first, so that the client sees every seq.
+            while self.last_seq < message["seq"] - 1:
+                events = await database_sync_to_async(events_after)(self.run_id, self.last_seq)
+                missing = [event for event in events if event["seq"] < message["seq"]]
+                for event in missing:
+                    await self.send_json(event)
+                    self.last_seq = event["seq"]
+                if not missing:
+                    break
+        self.last_seq = message["seq"]
+        await self.send(text_data=message["text"])
 
 
 class WorkflowRunsConsumer(_AuthenticatedConsumer):
@@ -140,7 +183,7 @@ class WorkflowRunsConsumer(_AuthenticatedConsumer):
         """Clients only listen."""
 
     async def run_event(self, message: dict) -> None:
-        await self.send_json(message["event"])
+        await self.send(text_data=message["text"])
 
 
 def _visible_run(user, run_id) -> Run | None:
@@ -156,12 +199,21 @@ def _envelope(message_type: str, *, run, seq: int, data) -> dict:
     return {"type": message_type, "run": str(run) if run else None, "node": None, "seq": seq, "at": at, "data": data}
 
 
+def _user_and_run(credentials, run_id) -> tuple:
+    user = _user_for(credentials)
+    return user, (_visible_run(user, run_id) if user is not None else None)
+
+
+def _snapshot_and_events(run_id, after: int | None) -> tuple[dict, list[dict]]:
+    return _snapshot(run_id), ([] if after is None else events_after(run_id, after))
+
+
 def _snapshot(run_id) -> dict:
     run = Run.objects.prefetch_related("tasks").get(pk=run_id)
     return _envelope("snapshot", run=run.pk, seq=run.last_seq, data=RunSerializer(run).data)
 
 
-def _events_after(run_id, seq: int) -> list[dict]:
+def events_after(run_id, seq: int) -> list[dict]:
     return [
         live.event_message(
             run_id=run_id, seq=event.seq, event_type=event.type, node_id=event.node_id, data=event.data, at=event.at

@@ -94,7 +94,10 @@ async def test_a_quiet_stream_sends_keep_alive_comments_and_still_sees_the_end()
 @pytest.fixture
 def redis_layer(settings):
     settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [settings.REDIS_URL]}}
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [settings.REDIS_URL]},
+        }
     }
     channel_layers.backends.clear()
     yield

@@ -192,7 +192,10 @@ async def test_the_workflow_runs_socket_lists_runs_and_streams_their_status():
 @pytest.fixture
 def redis_layer(settings):
     settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [settings.REDIS_URL]}}
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [settings.REDIS_URL]},
+        }
     }
     channel_layers.backends.clear()
     yield
@@ -209,3 +212,30 @@ async def test_with_channels_redis_the_client_sees_every_event_in_order():
     events = await receive_until_finished(communicator)
     await communicator.disconnect()
     assert [event["seq"] for event in events] == list(range(1, len(events) + 1))
+
+
+async def test_events_stored_but_never_streamed_are_sent_before_the_live_event_after_them():
+    """A worker that dies between storing events and streaming them leaves a gap in seq: the
+    next live event (from the worker that resumed the run) makes the consumer fill it from the store."""
+    from django.utils import timezone
+
+    from workflows.execution import live
+    from workflows.models import RunEvent
+
+    run, _, token = await make_run()
+    communicator = await connect(f"/ws/runs/{run.pk}/?token={token}")
+    snapshot = await communicator.receive_json_from(timeout=2)
+    assert snapshot["seq"] == 0
+
+    @database_sync_to_async
+    def store(seq: int, kind: str) -> dict:
+        event = RunEvent.objects.create(run=run, seq=seq, type=kind, node_id="", data={"n": seq}, at=timezone.now())
+        return live.event_message(run_id=run.pk, seq=seq, event_type=kind, node_id="", data=event.data, at=event.at)
+
+    await store(1, "run.started")
+    await store(2, "node.started")  # stored, never streamed: its worker died
+    await live.publish(workflow_id=run.workflow_id, message=await store(3, "run.started"))
+    received = [await communicator.receive_json_from(timeout=2) for _ in range(3)]
+    await communicator.disconnect()
+
+    assert [(event["seq"], event["data"]) for event in received] == [(1, {"n": 1}), (2, {"n": 2}), (3, {"n": 3})]

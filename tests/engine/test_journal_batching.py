@@ -176,7 +176,7 @@ def test_parallel_branches_are_stored_gapless_and_streamed_in_seq_order():
         received = []
         while not received or received[-1]["type"] in ("run.started",) or not received[-1]["type"].startswith("run."):
             message = await asyncio.wait_for(layer.receive(channel), timeout=5)
-            received.append(message["event"])
+            received.append(live.unwire(message))
         return received
 
     received = asyncio.run(scenario())
@@ -186,3 +186,36 @@ def test_parallel_branches_are_stored_gapless_and_streamed_in_seq_order():
     for task in Task.objects.filter(run=run):
         own = [(seq, kind) for seq, kind, node_id in events if node_id == task.node_id]
         assert [(event["seq"], event["type"]) for event in task.events] == own
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="synchronous_commit is PostgreSQL's")
+@pytest.mark.parametrize("synchronous", [False, True])
+def test_only_the_final_batch_waits_for_the_disk_unless_every_commit_should(settings, synchronous):
+    from django.test.utils import CaptureQueriesContext
+
+    from workflows.execution.journal import _Entry
+
+    settings.WEFT = {
+        **settings.WEFT,
+        "ENGINE": {**settings.WEFT.get("ENGINE", {}), "JOURNAL_SYNCHRONOUS_COMMIT": synchronous},
+    }
+    run = make_run(chain(start(), end()))
+    journal = DatabaseJournal(run_id=run.pk, owner="worker")
+    try:
+        assert journal._claim() is not None
+        at = timezone.now()
+        batches = [
+            [_Entry(1, "run.started", "", {}, at)],
+            [_Entry(2, "run.succeeded", "", {}, at, final={"status": "succeeded", "outputs": {}, "error": ""})],
+        ]
+        asynchronous = []
+        for batch in batches:
+            with CaptureQueriesContext(connection) as queries:
+                journal._write(batch)
+            asynchronous.append(any("synchronous_commit = off" in query["sql"] for query in queries))
+    finally:
+        journal._thread.shutdown(wait=False)
+    assert asynchronous == [not synchronous, False]
+    assert list(RunEvent.objects.filter(run=run).values_list("seq", flat=True)) == [1, 2]
+    run.refresh_from_db()
+    assert (run.status, run.last_seq) == ("succeeded", 2)

@@ -31,6 +31,11 @@ DEFAULTS: dict = {
     "REAPER_INTERVAL_S": 30.0,
     # Embedded mode: whether the in-process engine also runs the reaper (a Celery beat task otherwise).
     "EMBEDDED_REAPER": True,
+    # PostgreSQL: whether a run's journal commits wait for the WAL flush. Off, a node's outcome is
+    # committed (visible, and safe from a worker crash) without waiting for the disk: a crash of
+    # the database server itself may lose the last fraction of a second of node outcomes, whose
+    # nodes then run again on resume. Run creation and a run's final status always wait.
+    "JOURNAL_SYNCHRONOUS_COMMIT": False,
     # How long `wait=true` holds the request before answering 202.
     "WAIT_TIMEOUT_S": 30.0,
 }

@@ -14,6 +14,11 @@ depends on it, end the run) therefore never happens before the outcome is durabl
 that succeeded is never executed again. A crash loses at most the last ``LINGER_S`` of
 non-durable events (a ``node.started`` whose node was not done yet: it is started again on
 resume). Events are streamed after their batch commits, in ``seq`` order, by one publisher task.
+
+On PostgreSQL the batches before the run's end commit without waiting for the WAL flush (unless
+``JOURNAL_SYNCHRONOUS_COMMIT``): a worker's crash loses nothing committed, a crash of the
+database server may lose the last fraction of a second (those nodes run again on resume), and
+a node costs a commit, not a disk flush. The final batch waits for the flush.
 """
 
 import asyncio
@@ -239,6 +244,9 @@ class DatabaseJournal:
                 "lease_expires_at": None,
             }
         with transaction.atomic():
+            if final is None and not engine_settings.JOURNAL_SYNCHRONOUS_COMMIT and connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit = off")
             moved = Run.objects.filter(pk=self.run_id, lease_owner=self.owner, last_seq=batch[0].seq - 1).update(
                 last_seq=batch[-1].seq, **end
             )
@@ -341,6 +349,9 @@ class DatabaseJournal:
                 logger.warning("Could not stream event %s of run %s", message["seq"], message["run"], exc_info=True)
             finally:
                 self._outbox.task_done()
+            # A client library that swallowed a cancel() must not keep this task waiting forever.
+            if asyncio.current_task().cancelling():
+                raise asyncio.CancelledError
 
     async def close(self) -> None:
         """Commit and send what is left, then release the thread and its database connection."""

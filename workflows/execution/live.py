@@ -2,7 +2,9 @@
 
 Every event goes to the group ``run.<run id>``; the run-level ones (``run.*``) also go to
 ``workflow.<workflow id>.runs`` for the pages listing a workflow's runs. A message on the wire
-is ``{"type", "run", "node", "seq", "at", "data"}``.
+is ``{"type", "run", "node", "seq", "at", "data"}``. It is encoded to JSON once, when published:
+the channel layer carries ``{"type": "run.event", "seq", "kind", "text"}`` and every listener
+sends ``text`` as it is (200 clients on a run cost one encoding, not 200).
 
 The in-memory channel layer (embedded mode) belongs to the event loop its consumers wait on;
 the embedded engine runs on a loop of its own, so its sends are handed over to the consumers'
@@ -10,6 +12,7 @@ loop (which a consumer registers on connect). channels_redis needs no such care.
 """
 
 import asyncio
+import json
 from datetime import datetime
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
@@ -46,8 +49,19 @@ async def publish(*, workflow_id, message: dict) -> None:
     groups = [RUN_GROUP.format(message["run"])]
     if message["type"].startswith("run."):
         groups.append(WORKFLOW_RUNS_GROUP.format(workflow_id))
+    payload = wire(message)
     for group in groups:
-        await _send(layer, group, {"type": HANDLER, "event": message})
+        await _send(layer, group, payload)
+
+
+def wire(message: dict) -> dict:
+    """The channel-layer payload of an event message: its JSON text, with what listeners filter on."""
+    return {"type": HANDLER, "seq": message["seq"], "kind": message["type"], "text": json.dumps(message)}
+
+
+def unwire(payload: dict) -> dict:
+    """The event message a channel-layer payload carries."""
+    return json.loads(payload["text"])
 
 
 async def _send(layer, group: str, payload: dict) -> None:
