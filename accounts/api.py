@@ -3,14 +3,12 @@ from knox.models import AuthToken
 from rest_framework import status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
+from config.api.responses import THROTTLED_429
+from config.api.throttling import ClientAddressThrottle
+
 from .serializers import TokenRequestSerializer, TokenSerializer, UserSerializer
-
-
-class TokenThrottle(AnonRateThrottle):
-    rate = "30/min"
 
 
 class TokenCreateApi(APIView):
@@ -18,9 +16,10 @@ class TokenCreateApi(APIView):
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
-    throttle_classes = [TokenThrottle]
+    throttle_classes = [ClientAddressThrottle]
+    throttle_scope = "auth_token"
 
-    @extend_schema(request=TokenRequestSerializer, responses={200: TokenSerializer})
+    @extend_schema(request=TokenRequestSerializer, responses={200: TokenSerializer, 429: THROTTLED_429})
     def post(self, request):
         serializer = TokenRequestSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)

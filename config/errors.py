@@ -4,6 +4,8 @@ Services raise these; the API's exception handler turns each into its 4xx with a
 where one input is at fault, the ``field``. Views never catch them one by one.
 """
 
+from datetime import datetime
+
 
 class WeftError(Exception):
     status_code = 400
@@ -49,5 +51,26 @@ class RateLimited(WeftError):
     default_code = "rate_limited"
 
     def __init__(self, message: str, *, retry_after: int, **kwargs):
-        super().__init__(message, **kwargs)
+        super().__init__(message, retry_after=retry_after, **kwargs)
         self.retry_after = retry_after
+
+
+class QuotaExceeded(RateLimited):
+    """A quota that frees up with time is used up (runs a day, runs at once): 429 naming it, its
+    limit and when it resets (``resets_at``, null when it frees up as runs end)."""
+
+    default_code = "quota_exceeded"
+
+    def __init__(self, message: str, *, quota: str, limit: int, retry_after: int, resets_at: datetime | None = None):
+        resets = resets_at.isoformat() if resets_at is not None else None
+        super().__init__(message, retry_after=retry_after, quota=quota, limit=limit, resets_at=resets)
+
+
+class QuotaLimitReached(Forbidden):
+    """A count quota is reached (workflows owned): 403 naming it and its limit; it frees up only
+    when something is deleted, so ``resets_at`` is null."""
+
+    default_code = "quota_exceeded"
+
+    def __init__(self, message: str, *, quota: str, limit: int):
+        super().__init__(message, quota=quota, limit=limit, resets_at=None)

@@ -10,6 +10,7 @@ from rest_framework.filters import OrderingFilter
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
+from config.api.responses import RUN_QUOTA_429, WORKFLOW_QUOTA_403
 from config.errors import NotFound
 
 from . import services
@@ -57,6 +58,7 @@ class WorkflowFilter(django_filters.FilterSet):
         fields = ["status", "source"]
 
 
+@extend_schema_view(create=extend_schema(responses={201: WorkflowSerializer, 403: WORKFLOW_QUOTA_403}))
 class WorkflowViewSet(viewsets.ModelViewSet):
     """Workflows you own or are a member of. Editing needs the owner or editor role, deleting the owner."""
 
@@ -278,7 +280,9 @@ class ScheduleViewSet(viewsets.ModelViewSet):
         schedule = schedule_services.schedule_resume(schedule=schedule, user=request.user)
         return Response(ScheduleSerializer(schedule, context=self.get_serializer_context()).data)
 
-    @extend_schema(request=ScheduleActionSerializer, responses={202: RunStartedSerializer}, filters=False)
+    @extend_schema(
+        request=ScheduleActionSerializer, responses={202: RunStartedSerializer, 429: RUN_QUOTA_429}, filters=False
+    )
     @action(
         detail=True,
         methods=["post"],

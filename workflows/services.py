@@ -9,6 +9,7 @@ import re
 from django.db import transaction
 from django_celery_beat.models import PeriodicTask
 
+from accounts.quotas import workflow_quota_check
 from config.errors import Conflict, Forbidden, InvalidInput, NotFound
 from history.services import audit_log_record
 
@@ -259,11 +260,12 @@ def workflow_create(
     source: str = Workflow.Source.NATIVE,
     source_template=None,
 ) -> Workflow:
-    """Create a workflow owned by ``owner``, with ``graph`` as its draft (empty when None)."""
+    """Create a workflow owned by ``owner``, with ``graph`` as its draft (empty when None), within their quota."""
     cleaned = graph_clean(graph, owner=owner) if graph is not None else None
     workflow = Workflow(owner=owner, name=name, description=description, source=source, source_template=source_template)
     workflow.full_clean(validate_unique=False, validate_constraints=False)
     with transaction.atomic():
+        workflow_quota_check(owner=owner)
         workflow.save()
         if cleaned is not None:
             _graph_replace(workflow=workflow, graph=cleaned)
@@ -307,7 +309,27 @@ def workflow_delete(*, workflow: Workflow, user) -> None:
         PeriodicTask.objects.filter(
             pk__in=ScheduledWorkflow.objects.filter(workflow=workflow).values("periodic_task")
         ).delete()
+        audit_log_record(actor=user, action="workflow.delete", target=workflow, before=_workflow_access(workflow))
         workflow.delete()
+
+
+def _workflow_access(workflow: Workflow) -> dict:
+    """Who could use the workflow, for the audit row of its deletion (members and app licenses go with it)."""
+    return {
+        "name": workflow.name,
+        "owner": workflow.owner_id,
+        "status": workflow.status,
+        "versions": workflow.versions.count(),
+        "schedules": workflow.schedules.count(),
+        "members": [
+            {"user": user_id, "role": role}
+            for user_id, role in workflow.members.order_by("user_id").values_list("user_id", "role")
+        ],
+        "licenses": [
+            {"app": app_id, "status": status}
+            for app_id, status in workflow.licenses.order_by("app_id").values_list("app_id", "status")
+        ],
+    }
 
 
 def _require_role(*, workflow: Workflow, user, roles) -> str:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from observability.metrics import llm_tokens_count
+
 from .errors import NonRetryableError, RetryableError
 from .net import (
     guarded_async_client,
@@ -145,6 +147,7 @@ class LLMClient:
                 "total_tokens": prompt + completion,
                 "estimated": True,
             }
+        llm_tokens_count(base_url=self.base_url, model=result.model, usage=result.usage)
         return result
 
     async def list_models(self) -> list[str]:

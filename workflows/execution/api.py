@@ -7,6 +7,7 @@ from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.api.responses import RUN_QUOTA_429
 from config.errors import Forbidden, NotFound
 from workflows.engine import validate_graph
 from workflows.permissions import CAN_RUN, CAN_VIEW
@@ -49,6 +50,7 @@ class WorkflowRunStartApi(_JsonApi):
         responses={
             202: RunStartedSerializer,
             200: OpenApiResponse(RunSerializer, description="With `wait`: the run, finished in time."),
+            429: RUN_QUOTA_429,
         },
         tags=["runs"],
     )

@@ -14,7 +14,11 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from accounts.quotas import run_quota_reserve, runs_over_duration
 from config.errors import Conflict, InvalidInput
+from observability.metrics import runs_finished_count
+from observability.runs import run_observed
+from observability.tracing import trace_id_for_new_run
 from workflows.engine import validate_graph
 from workflows.engine.conf import engine_settings
 from workflows.engine.executor import RunExecutor
@@ -61,7 +65,7 @@ def run_start(
     if issues:
         raise GraphInvalid(issues, "The workflow's graph is not valid; fix it before running it.")
     cleaned = run_inputs_clean(graph=graph, inputs=inputs)
-    with transaction.atomic():
+    with transaction.atomic(), run_quota_reserve(workflow=workflow, user=user):
         run = Run.objects.create(
             workflow=workflow,
             flow=flow,
@@ -70,6 +74,7 @@ def run_start(
             inputs=cleaned,
             trigger=trigger,
             triggered_by=user if getattr(user, "is_authenticated", False) else None,
+            trace_id=trace_id_for_new_run(),
             **extra,
         )
         transaction.on_commit(lambda: run_dispatch(run_id=run.pk), robust=True)
@@ -154,10 +159,11 @@ async def run_execute(*, run_id: uuid.UUID | str) -> str | None:
             "trigger": run.trigger,
             "created_at": run.created_at.isoformat(),
         }
-        executor = RunExecutor(
-            graph=run.graph, inputs=run.inputs, system=system, journal=journal, resumed=run.dispatch_attempts > 1
-        )
-        result = await executor.run()
+        with run_observed(run=run, journal=journal) as observed:
+            executor = RunExecutor(
+                graph=run.graph, inputs=run.inputs, system=system, journal=observed, resumed=run.dispatch_attempts > 1
+            )
+            result = await executor.run()
     finally:
         await journal.close()
     if result.status in RUN_FINAL_STATUSES:
@@ -170,10 +176,15 @@ def runs_reap(*, now=None) -> dict[str, int]:
 
     A running run with an expired lease is cancelled if a cancel was requested, failed with a
     reason after MAX_DISPATCH_ATTEMPTS claims, else released and dispatched again. A run still
-    pending long after it was created (its dispatch was lost) is dispatched again.
+    pending long after it was created (its dispatch was lost) is dispatched again. A run running
+    for longer than its user's quota allows is failed (its worker sees it and stops).
     """
     now = now or timezone.now()
     counts = {"resumed": 0, "failed": 0, "cancelled": 0, "redispatched": 0}
+    for run_id, error in runs_over_duration(now=now):
+        with transaction.atomic():
+            running = Q(status=RunStatus.RUNNING)
+            counts["failed"] += _run_close(run_id=run_id, guard=running, status=RunStatus.FAILED, error=error, now=now)
     expired = Q(status=RunStatus.RUNNING) & (Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True))
     grace = timedelta(seconds=engine_settings.REDISPATCH_GRACE_S)
     for run_id, attempts, cancel in Run.objects.filter(expired).values_list(
@@ -224,6 +235,7 @@ def _run_close(*, run_id, guard: Q, status: str, now, error: str = "") -> bool:
     message = live.event_message(run_id=run_id, seq=seq, event_type=event.type, node_id="", data=data, at=now)
     transaction.on_commit(lambda: _publish_now(workflow_id=workflow_id, message=message), robust=True)
     transaction.on_commit(lambda: run_usage_record(run_id=run_id))
+    transaction.on_commit(lambda: runs_finished_count(status=status))
     return True
 
 

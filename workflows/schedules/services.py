@@ -29,7 +29,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
-from config.errors import Forbidden, InvalidInput, NotFound
+from config.errors import Forbidden, InvalidInput, NotFound, RateLimited
 from history.services import audit_log_record
 from workflows.execution.services import run_start
 from workflows.models import (
@@ -380,7 +380,7 @@ def _schedule_fire_due(*, schedule: ScheduledWorkflow, now: datetime) -> Run | N
         if Run.objects.filter(schedule=schedule, scheduled_tick=tick).exists():
             return None  # another process fired this tick first
         raise
-    except (InvalidInput, Forbidden, NotFound) as error:
+    except (InvalidInput, Forbidden, NotFound, RateLimited) as error:  # RateLimited: a quota is used up
         return _run_record_unstartable(schedule=schedule, flow=flow, tick=tick, message=error.message, now=now)
 
 

@@ -1,0 +1,176 @@
+"""Prometheus metrics: what runs, nodes, model calls and HTTP requests did, plus gauges read at scrape time.
+
+Counters and histograms are updated where things happen (a dictionary look-up and an add; in
+multiprocess mode a write to a memory-mapped file, no system call). With
+``PROMETHEUS_MULTIPROC_DIR`` set (before the process starts, the same directory for every
+process of the host, emptied when the host's processes are started anew), each process writes
+its own files there and a scrape of any process adds them all up; without it a process's own
+registry is scraped. Queue depth and the number of pending and running runs are read when
+``/metrics`` is scraped (Redis ``LLEN``, one grouped database count), never kept.
+"""
+
+import logging
+import os
+from urllib.parse import urlsplit
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+logger = logging.getLogger(__name__)
+
+MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+if os.environ.get(MULTIPROC_DIR_VARIABLE):
+    os.makedirs(os.environ[MULTIPROC_DIR_VARIABLE], exist_ok=True)
+
+# No "_created" series: they double what is exposed and no dashboard here reads them.
+disable_created_metrics()
+
+#: This process's metrics (scraped directly in single-process mode).
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+RUN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+NODE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+runs_started = Counter(
+    "weft_runs_started", "Runs whose execution began (resumptions not included).", ["trigger"], registry=REGISTRY
+)
+runs_resumed = Counter(
+    "weft_runs_resumed", "Runs taken up again by a worker after their worker was lost.", registry=REGISTRY
+)
+runs_finished = Counter("weft_runs_finished", "Runs that ended, by final status.", ["status"], registry=REGISTRY)
+run_duration = Histogram(
+    "weft_run_duration_seconds",
+    "From a run's start to its end, by final status.",
+    ["status"],
+    buckets=RUN_BUCKETS,
+    registry=REGISTRY,
+)
+node_duration = Histogram(
+    "weft_node_duration_seconds",
+    "One attempt of a node, by node type and how it ended (succeeded, failed, retrying).",
+    ["node_type", "status"],
+    buckets=NODE_BUCKETS,
+    registry=REGISTRY,
+)
+node_retries = Counter(
+    "weft_node_retries", "Node attempts that failed and were retried, by node type.", ["node_type"], registry=REGISTRY
+)
+llm_tokens = Counter(
+    "weft_llm_tokens",
+    "Tokens of model calls, by provider host, model and kind (prompt, completion).",
+    ["provider", "model", "kind"],
+    registry=REGISTRY,
+)
+http_requests = Counter(
+    "weft_http_requests",
+    "HTTP requests answered, by method, route pattern and status code.",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
+http_request_duration = Histogram(
+    "weft_http_request_duration_seconds",
+    "Time to answer an HTTP request, by method and route pattern.",
+    ["method", "route"],
+    buckets=HTTP_BUCKETS,
+    registry=REGISTRY,
+)
+if not os.environ.get(MULTIPROC_DIR_VARIABLE):
+    ProcessCollector(registry=REGISTRY)
+
+
+def runs_finished_count(*, status: str) -> None:
+    """A run ended without an executor (cancelled while pending, or ended by the reaper)."""
+    runs_finished.labels(status).inc()
+
+
+def llm_tokens_count(*, base_url: str, model: str, usage: dict) -> None:
+    """Count a model call's tokens; the provider is the host of its ``base_url``."""
+    provider = urlsplit(base_url).hostname or "unknown"
+    for kind in ("prompt", "completion"):
+        count = usage.get(f"{kind}_tokens")
+        if isinstance(count, int) and count > 0:
+            llm_tokens.labels(provider, model or "unknown", kind).inc(count)
+
+
+# --- Scraping ----------------------------------------------------------------------------------
+def multiprocess_dir() -> str:
+    return os.environ.get(MULTIPROC_DIR_VARIABLE, "")
+
+
+class _ScrapeTimeCollector:
+    """Gauges read when scraped: the Celery queue's length and the runs pending and running."""
+
+    def collect(self):
+        depth = GaugeMetricFamily(
+            "weft_queue_depth", "Run messages waiting in the Celery queue (0 in embedded mode).", labels=["queue"]
+        )
+        try:
+            queue, length = queue_depth()
+            depth.add_metric([queue], length)
+        except Exception:
+            logger.warning("Could not read the queue depth for /metrics.", exc_info=True)
+        yield depth
+        runs = GaugeMetricFamily("weft_runs", "Runs now pending or running (database count).", labels=["status"])
+        try:
+            for status, count in runs_by_open_status().items():
+                runs.add_metric([status], count)
+        except Exception:
+            logger.warning("Could not count the open runs for /metrics.", exc_info=True)
+        yield runs
+
+
+def queue_depth() -> tuple[str, int]:
+    """The Celery queue's name and its length in Redis (every priority list of it); 0 in embedded mode."""
+    from django.conf import settings
+
+    from config.celery import app
+
+    queue = app.conf.task_default_queue
+    if settings.EMBEDDED:
+        return queue, 0
+    from kombu.transport.redis import PRIORITY_STEPS, Channel
+
+    from config.redis_connection import redis_client
+
+    keys = [queue] + [f"{queue}{Channel.sep}{step}" for step in PRIORITY_STEPS if step]
+    pipeline = redis_client().pipeline(transaction=False)
+    for key in keys:
+        pipeline.llen(key)
+    return queue, sum(pipeline.execute())
+
+
+def runs_by_open_status() -> dict[str, int]:
+    from django.db.models import Count
+
+    from workflows.models import Run, RunStatus
+
+    counts = dict.fromkeys((RunStatus.PENDING.value, RunStatus.RUNNING.value), 0)
+    rows = Run.objects.filter(status__in=list(counts)).values_list("status").annotate(count=Count("pk")).order_by()
+    counts.update(dict(rows))
+    return counts
+
+
+class _Scrape:
+    """What one scrape exposes: this process's (or every process's) metrics, then the scrape-time gauges."""
+
+    def collect(self):
+        directory = multiprocess_dir()
+        if directory:
+            yield from MultiProcessCollector(None, path=directory).collect()
+        else:
+            yield from REGISTRY.collect()
+        yield from _ScrapeTimeCollector().collect()
+
+
+def exposition() -> bytes:
+    """The Prometheus text exposition of everything, for ``/metrics``."""
+    return generate_latest(_Scrape())
