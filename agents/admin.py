@@ -5,7 +5,15 @@ from django.contrib.admin.helpers import ActionForm
 from config.errors import InvalidInput
 
 from .models import Agent, LLMProvider, Message, Session, SessionWorkflow, Tool
-from .services import agent_check_attachments, provider_set_api_key, tool_approve, tool_parameters_check, tool_reject
+from .services import (
+    agent_check_attachments,
+    provider_delete,
+    provider_set_api_key,
+    tool_access_change_record,
+    tool_approve,
+    tool_parameters_check,
+    tool_reject,
+)
 
 # --- LLM providers: the key goes in, never comes out ---------------------------------------------
 
@@ -60,6 +68,13 @@ class LLMProviderAdmin(admin.ModelAdmin):
         elif form.cleaned_data.get("new_api_key"):
             provider_set_api_key(provider=obj, actor=request.user, api_key=form.cleaned_data["new_api_key"])
 
+    def delete_model(self, request, obj):
+        provider_delete(provider=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for provider in queryset:
+            provider_delete(provider=provider, actor=request.user)
+
 
 # --- Tools: operators approve or reject them ------------------------------------------------------
 
@@ -99,6 +114,12 @@ class ToolAdmin(admin.ModelAdmin):
     search_fields = ("name", "description", "category", "owner__username")
     raw_id_fields = ("owner",)
     readonly_fields = ("status", "review_reason", "reviewer", "reviewed_at", "created_at", "updated_at")
+
+    def save_model(self, request, obj, form, change):
+        before = Tool.objects.filter(pk=obj.pk).values("visibility", "status").first() if change else None
+        super().save_model(request, obj, form, change)
+        if before is not None:
+            tool_access_change_record(tool=obj, actor=request.user, before=before)
 
     @admin.action(description="Approve selected tools", permissions=["change"])
     def approve_tools(self, request, queryset):

@@ -38,6 +38,7 @@ from .services import (
     agent_update,
     message_create,
     provider_create,
+    provider_delete,
     provider_test,
     provider_update,
     session_workflow_create,
@@ -72,6 +73,9 @@ class ProviderViewSet(OwnedModelViewSet):
             provider=serializer.instance, actor=self.request.user, data=serializer.validated_data
         )
 
+    def perform_destroy(self, instance):
+        provider_delete(provider=instance, actor=self.request.user)
+
     @extend_schema(request=None, responses={200: ProviderTestResultSerializer})
     @action(detail=True, methods=["post"])
     def test(self, request, pk=None):
@@ -104,7 +108,9 @@ class ToolViewSet(viewsets.ModelViewSet):
         serializer.instance = tool_create(owner=self.request.user, data=serializer.validated_data)
 
     def perform_update(self, serializer):
-        serializer.instance = tool_update(tool=serializer.instance, data=serializer.validated_data)
+        serializer.instance = tool_update(
+            tool=serializer.instance, data=serializer.validated_data, actor=self.request.user
+        )
 
 
 class AgentViewSet(OwnedModelViewSet):

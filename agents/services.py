@@ -70,6 +70,23 @@ def provider_update(*, provider: LLMProvider, actor, data: dict) -> LLMProvider:
     return provider
 
 
+def provider_delete(*, provider: LLMProvider, actor) -> None:
+    """Delete a provider with its key; the audit row says whether one was set, never what it was."""
+    with transaction.atomic():
+        audit_log_record(
+            actor=actor,
+            action="provider.delete",
+            target=provider,
+            before={
+                "owner": provider.owner_id,
+                "name": provider.name,
+                "base_url": provider.base_url,
+                "has_api_key": bool(provider.api_key),
+            },
+        )
+        provider.delete()
+
+
 def provider_set_api_key(*, provider: LLMProvider, actor, api_key: str) -> LLMProvider:
     return provider_update(provider=provider, actor=actor, data={"api_key": api_key})
 
@@ -142,21 +159,43 @@ def tool_create(*, owner, data: dict) -> Tool:
     return tool
 
 
-def tool_update(*, tool: Tool, data: dict) -> Tool:
-    """Change a tool; any real change sends it back to review, since what was approved is gone."""
+def tool_update(*, tool: Tool, data: dict, actor=None) -> Tool:
+    """Change a tool; any real change sends it back to review, since what was approved is gone.
+
+    ``actor`` (the owner when None) is audited when the change alters who may use the tool: its
+    visibility, or the loss of its approval.
+    """
     changed = [name for name in TOOL_FIELDS if name in data and data[name] != getattr(tool, name)]
     if not changed:
         return tool
     values = {name: data.get(name, getattr(tool, name)) for name in TOOL_FIELDS}
     _tool_check(owner=tool.owner, values=values, exclude_pk=tool.pk)
+    before = {"visibility": tool.visibility, "status": tool.status}
     for name in changed:
         setattr(tool, name, data[name])
     tool.status = Tool.Status.PENDING
     tool.reviewer = None
     tool.reviewed_at = None
     tool.review_reason = ""
-    tool.save(update_fields=[*changed, "status", "reviewer", "reviewed_at", "review_reason", "updated_at"])
+    with transaction.atomic():
+        tool.save(update_fields=[*changed, "status", "reviewer", "reviewed_at", "review_reason", "updated_at"])
+        tool_access_change_record(tool=tool, actor=actor or tool.owner, before=before)
     return tool
+
+
+def tool_access_change_record(*, tool: Tool, actor, before: dict) -> None:
+    """Audit a change of ``tool``'s visibility or review status since ``before`` (no row when neither changed)."""
+    after = {"visibility": tool.visibility, "status": tool.status}
+    changed = [name for name in after if before.get(name) != after[name]]
+    if not changed:
+        return
+    audit_log_record(
+        actor=actor,
+        action="tool.visibility_change" if "visibility" in changed else "tool.review_reset",
+        target=tool,
+        before={name: before.get(name) for name in changed},
+        after={name: after[name] for name in changed},
+    )
 
 
 def _tool_review(*, tool: Tool, reviewer, status: str, reason: str) -> Tool:

@@ -93,6 +93,14 @@ class UsageMetric(models.Model):
             models.Index(fields=["user", "created_at"], name="idx_usage_user_created"),
             models.Index(fields=["app", "created_at"], name="idx_usage_app_created"),
         ]
+        constraints = [
+            # A run is metered once: a second writer of the same rows fails instead of counting twice.
+            models.UniqueConstraint(
+                fields=["run", "provider", "model"],
+                condition=models.Q(run__isnull=False),
+                name="usage_metrics_run_provider_model_unique",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"usage of run {self.run_id}"

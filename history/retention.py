@@ -4,7 +4,8 @@ The window is ``settings.WEFT["RETENTION_DAYS"]`` (30 by default, seed 001; ``No
 everything). Deletion goes in batches of ``RETENTION_BATCH_SIZE`` ids, each in a short
 transaction of its own, so that no table is locked and runs being written meanwhile wait for
 nothing. Only runs that have ended (succeeded, failed, cancelled) go; ``usage_metrics`` rows stay
-(their ``run`` becomes null) and so does the audit trail.
+(their ``run`` becomes null) and so does the audit trail. A run that was never metered (its worker
+died first) is metered just before it is deleted.
 
 A beat task (``history.retention_purge``, see :mod:`history.tasks`) calls
 :func:`retention_purge`; in embedded mode the engine's periodic loop calls
@@ -23,6 +24,7 @@ from django.utils import timezone
 from workflows.models import RUN_FINAL_STATUSES, Run
 
 from .models import WorkflowNodeHistory
+from .usage import usage_record_missing, usage_sweep
 
 DEFAULTS = {
     "RETENTION_DAYS": 30,
@@ -61,23 +63,27 @@ def retention_purge(*, now: datetime | None = None, batch_size: int | None = Non
     batch_size = batch_size or retention_setting("RETENTION_BATCH_SIZE")
     # Finished before the cutoff (so created before it too: the created_at index finds them).
     old_runs = Run.objects.filter(status__in=RUN_FINAL_STATUSES, created_at__lt=cutoff, finished_at__lt=cutoff)
-    runs, run_batches = _purge_in_batches(old_runs, order="created_at", batch_size=batch_size)
+    runs, run_batches = _purge_in_batches(
+        old_runs, order="created_at", batch_size=batch_size, before_delete=lambda ids: usage_record_missing(run_ids=ids)
+    )
     old_history = WorkflowNodeHistory.objects.filter(create_time__lt=cutoff)
     history, history_batches = _purge_in_batches(old_history, order="pk", batch_size=batch_size)
     return PurgeReport(runs=runs, node_history=history, batches=run_batches + history_batches)
 
 
 def retention_purge_if_due(*, now: datetime | None = None) -> PurgeReport | None:
-    """Purge unless a purge began less than RETENTION_INTERVAL_S ago (in any process sharing the cache)."""
+    """Meter unmetered runs, then purge; at most once per RETENTION_INTERVAL_S in processes sharing the cache."""
     if not cache.add(DUE_KEY, True, timeout=retention_setting("RETENTION_INTERVAL_S")):
         return None
+    usage_sweep(now=now, lookback_s=None)
     return retention_purge(now=now)
 
 
-def _purge_in_batches(queryset, *, order: str, batch_size: int) -> tuple[int, int]:
+def _purge_in_batches(queryset, *, order: str, batch_size: int, before_delete=None) -> tuple[int, int]:
     """Delete the rows of ``queryset`` (and what cascades from them), oldest first, ``batch_size`` at a time.
 
     ``order`` is an indexed column, so that each batch reads its ids off an index.
+    ``before_delete(ids)`` runs in each batch's transaction, with the rows locked.
     """
     deleted = batches = 0
     model = queryset.model
@@ -89,6 +95,8 @@ def _purge_in_batches(queryset, *, order: str, batch_size: int) -> tuple[int, in
             )
             if not ids:
                 return deleted, batches
+            if before_delete is not None:
+                before_delete(ids)
             model.objects.filter(pk__in=ids).delete()
         deleted += len(ids)
         batches += 1

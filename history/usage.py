@@ -6,22 +6,51 @@ Tokens come from the ``usage`` of the run's llm and agent tasks (``prompt_tokens
 ``node_count`` (node executions that ran: succeeded or failed, iterations' included) are the
 run's; they are written on the first row only and are 0 on the others, so that sums over rows
 are the run's totals. A run that used no model gets one row with provider and model empty.
+
+The worker that ends a run meters it right after the final status is committed. If it dies in
+between, :func:`usage_sweep` meters the run later: every minute over the runs of the last hour
+(the ``history.usage_sweep`` beat task, or the embedded reaper), every hour over all runs (with
+the retention purge, which also meters any run it is about to delete). A run is metered once
+however many of them try: its row is locked while its rows are checked and written, and
+(run, provider, model) is unique.
 """
 
+import logging
 import uuid
 from collections import defaultdict
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
 
 from config.errors import Conflict, NotFound
 from workflows.engine.templating import TemplateRenderError, render_text
-from workflows.models import Run, Task, TaskStatus
+from workflows.models import RUN_FINAL_STATUSES, Run, Task, TaskStatus
 
 from .models import UsageMetric
+
+logger = logging.getLogger(__name__)
 
 #: Node types whose output carries the ``usage`` of a model.
 MODEL_NODE_TYPES = ("llm", "agent")
 RAN = (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
+
+SWEEP_DEFAULTS = {
+    # Runs metered per sweep, at most.
+    "USAGE_SWEEP_BATCH_SIZE": 200,
+    # A run that ended less than this ago is left to the worker that ended it.
+    "USAGE_SWEEP_GRACE_S": 30,
+    # How far back (by creation) the minutely sweep looks, so that it reads a short stretch of the
+    # created_at index; the hourly retention task sweeps every run (lookback None).
+    "USAGE_SWEEP_LOOKBACK_S": 3600,
+}
+_DEFAULT = object()
+
+
+def usage_setting(name: str):
+    return getattr(settings, "WEFT", {}).get(name, SWEEP_DEFAULTS[name])
 
 
 def usage_record_for_run(*, run_id: uuid.UUID | str) -> list[UsageMetric]:
@@ -30,13 +59,57 @@ def usage_record_for_run(*, run_id: uuid.UUID | str) -> list[UsageMetric]:
     The run is locked while its rows are checked and written, so two callers (the worker that
     ended the run and a reaper, say) cannot both write them.
     """
+    return _usage_write(run_id=run_id)[0]
+
+
+def usage_sweep(*, now: datetime | None = None, limit: int | None = None, lookback_s=_DEFAULT) -> int:
+    """Meter finished runs that have no usage rows (their worker died first), oldest first; how many were.
+
+    At most ``limit`` runs per call (``USAGE_SWEEP_BATCH_SIZE``), among those created in the
+    last ``lookback_s`` seconds (``USAGE_SWEEP_LOOKBACK_S``; None looks at every run). A run that
+    cannot be metered is logged and skipped; the next sweep tries it again.
+    """
+    now = now or timezone.now()
+    limit = limit or usage_setting("USAGE_SWEEP_BATCH_SIZE")
+    lookback_s = usage_setting("USAGE_SWEEP_LOOKBACK_S") if lookback_s is _DEFAULT else lookback_s
+    settled = now - timedelta(seconds=usage_setting("USAGE_SWEEP_GRACE_S"))
+    unmetered = Run.objects.filter(
+        Q(finished_at__lt=settled) | Q(finished_at__isnull=True, updated_at__lt=settled),
+        ~Exists(UsageMetric.objects.filter(run=OuterRef("pk"))),
+        status__in=RUN_FINAL_STATUSES,
+    )
+    if lookback_s is not None:
+        unmetered = unmetered.filter(created_at__gte=now - timedelta(seconds=lookback_s))
+    run_ids = list(unmetered.order_by("created_at").values_list("pk", flat=True)[:limit])
+    return usage_record_missing(run_ids=run_ids)
+
+
+def usage_record_missing(*, run_ids) -> int:
+    """Meter those of ``run_ids`` that have no usage rows yet; how many this call metered."""
+    metered = set(UsageMetric.objects.filter(run_id__in=run_ids).values_list("run_id", flat=True))
+    written = 0
+    for run_id in run_ids:
+        if run_id in metered:
+            continue
+        try:
+            if _usage_write(run_id=run_id)[1]:
+                written += 1
+        except NotFound:
+            continue  # purged meanwhile
+        except Exception:
+            logger.exception("Could not record the usage of run %s.", run_id)
+    return written
+
+
+def _usage_write(*, run_id) -> tuple[list[UsageMetric], bool]:
+    """The run's usage rows, and whether this call wrote them."""
     with transaction.atomic():
         run = Run.objects.select_for_update().filter(pk=run_id).first()
         if run is None:
             raise NotFound("No such run.", field="run_id")
         existing = list(UsageMetric.objects.filter(run=run).order_by("id"))
         if existing:
-            return existing
+            return existing, False
         if not run.is_finished:
             raise Conflict("The run has not finished; its usage is not known yet.", code="run_not_finished")
         tasks = list(Task.objects.filter(run=run, status__in=RAN).only("node_id", "node_type", "scope", "output_data"))
@@ -49,8 +122,8 @@ def usage_record_for_run(*, run_id: uuid.UUID | str) -> list[UsageMetric]:
                 app_id=run.app_id,
                 workflow_id=run.workflow_id,
                 run=run,
-                provider=provider[:100],
-                model=model[:100],
+                provider=provider,
+                model=model,
                 tokens_in=tokens_in,
                 tokens_out=tokens_out,
                 node_count=len(tasks) if index == 0 else 0,
@@ -58,7 +131,7 @@ def usage_record_for_run(*, run_id: uuid.UUID | str) -> list[UsageMetric]:
             )
             for index, ((provider, model), (tokens_in, tokens_out)) in enumerate(sorted(tokens.items()))
         ]
-        return UsageMetric.objects.bulk_create(rows)
+        return UsageMetric.objects.bulk_create(rows), True
 
 
 def _tokens_by_model(*, run: Run, tasks: list[Task]) -> dict[tuple[str, str], tuple[int, int]]:
@@ -70,7 +143,8 @@ def _tokens_by_model(*, run: Run, tasks: list[Task]) -> dict[tuple[str, str], tu
             continue
         config = _node_config(graph=run.graph, node_id=task.node_id, scope=task.scope)
         provider, model = _provider_and_model(run=run, config=config, usage=usage, cache=providers)
-        counts = totals[(provider, model)]
+        # Cut to the columns' length here, so that names alike in their first 100 characters add up.
+        counts = totals[(provider[:100], model[:100])]
         counts[0] += _count(usage, "prompt_tokens", "input_tokens")
         counts[1] += _count(usage, "completion_tokens", "output_tokens")
     return {key: (tokens_in, tokens_out) for key, (tokens_in, tokens_out) in totals.items()}

@@ -81,13 +81,15 @@ class EmbeddedEngine:
 
 
 def _reap_once() -> None:
-    """The housekeeping beat does with Redis: resume orphaned runs, purge what retention allows."""
+    """The housekeeping beat does with Redis: resume orphaned runs, meter unmetered ones, purge old ones."""
     from history.retention import retention_purge_if_due
+    from history.usage import usage_sweep
 
     from .services import runs_reap
 
     try:
         runs_reap()
+        usage_sweep()
         retention_purge_if_due()
     finally:
         close_old_connections()

@@ -1,9 +1,9 @@
 """Publishing versions of a workflow, releasing them on channels, and rolling the draft back."""
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
 
 from config.errors import Conflict, InvalidInput
+from history.services import audit_log_record
 from workflows.engine import validate_graph
 from workflows.models import Flow, ReleaseChannel, Workflow
 from workflows.selectors import workflow_graph
@@ -92,15 +92,20 @@ def workflow_publish(
             raise Conflict(f"Version {parsed} already exists.", field="version", code="version_exists") from None
         if workflow.status != Workflow.Status.PUBLISHED:
             Workflow.objects.filter(pk=workflow.pk).update(status=Workflow.Status.PUBLISHED)
+        # Licensed apps may call this version from now on.
+        audit_log_record(
+            actor=user,
+            action="flow.publish",
+            target=flow,
+            after={"workflow": str(workflow.pk), "version": flow.version, "channels": channel_names(mask)},
+        )
     return flow
 
 
 def flow_release(*, flow: Flow, channels, user) -> Flow:
     """Release a version on more channels (bits are only added)."""
     mask = channels_mask(channels)
-    Flow.objects.filter(pk=flow.pk).update(release_status=F("release_status").bitor(mask), update_by=user)
-    flow.refresh_from_db()
-    return flow
+    return _flow_channels_set(flow=flow, user=user, action="flow.release", new=lambda current: current | mask)
 
 
 def flow_withdraw(*, flow: Flow, user, channels=None) -> Flow:
@@ -108,7 +113,23 @@ def flow_withdraw(*, flow: Flow, user, channels=None) -> Flow:
     keep = 0
     if channels is not None:
         keep = sum(choice.value for choice in ReleaseChannel) & ~channels_mask(channels)
-    Flow.objects.filter(pk=flow.pk).update(release_status=F("release_status").bitand(keep), update_by=user)
+    return _flow_channels_set(flow=flow, user=user, action="flow.withdraw", new=lambda current: current & keep)
+
+
+def _flow_channels_set(*, flow: Flow, user, action: str, new) -> Flow:
+    """Set the version's channels to ``new(current)`` under a row lock; audited when they change."""
+    with transaction.atomic():
+        current = Flow.objects.select_for_update().values_list("release_status", flat=True).get(pk=flow.pk)
+        updated = new(current)
+        Flow.objects.filter(pk=flow.pk).update(release_status=updated, update_by=user)
+        if updated != current:
+            audit_log_record(
+                actor=user,
+                action=action,
+                target=flow,
+                before={"channels": channel_names(current)},
+                after={"channels": channel_names(updated)},
+            )
     flow.refresh_from_db()
     return flow
 

@@ -11,6 +11,7 @@ one in ``SECRET_KEY_FALLBACKS`` and run this command, which re-signs them with t
 It works on the stored bytes directly and never unpickles or prints a value.
 """
 
+import getpass
 import pickletools
 import struct
 from collections import deque
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 from django.apps import apps
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.core.signing import BadSignature
 from django.db import connection, models, transaction
@@ -25,6 +27,8 @@ from django.utils.encoding import force_bytes
 from django_cryptography.core.signing import FernetSigner
 from django_cryptography.fields import EncryptedMixin
 from django_cryptography.utils.crypto import FernetBytes, InvalidToken, pbkdf2
+
+from history.services import AuditTarget, audit_log_record
 
 # django_cryptography.conf derives its key with these parameters (not exposed as settings).
 _KDF_ITERATIONS = 30000
@@ -77,8 +81,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--dry-run", action="store_true", help="Count what would be re-encrypted, then roll back.")
+        parser.add_argument(
+            "--actor",
+            metavar="USERNAME",
+            help="The operator running the rotation, for the audit log (default: the system and the shell user).",
+        )
 
-    def handle(self, *args, dry_run: bool = False, **options):
+    def handle(self, *args, dry_run: bool = False, actor: str | None = None, **options):
+        actor = self._actor(actor)
         previous = settings.FIELD_ENCRYPTION_KEY_PREVIOUS
         fallbacks = list(getattr(settings, "SECRET_KEY_FALLBACKS", []))
         if not previous and not fallbacks:
@@ -100,10 +110,42 @@ class Command(BaseCommand):
                 reports.append(self._rotate_field(model, field, readers))
             if dry_run:
                 transaction.set_rollback(True)
+            else:
+                self._audit(actor=actor, reports=reports, previous_key=bool(previous), fallbacks=len(fallbacks))
 
         for report in reports:
             verb = "would re-encrypt" if dry_run else "re-encrypted"
             self.stdout.write(f"{report.label}: {verb} {report.rotated}, already current {report.current}")
+
+    @staticmethod
+    def _actor(username: str | None):
+        if username is None:
+            try:
+                return f"system ({getpass.getuser()})"
+            except (KeyError, OSError):  # no login name and no passwd entry for this uid
+                return "system"
+        user = get_user_model().objects.filter(username=username).first()
+        if user is None:
+            raise CommandError(f"--actor: there is no user {username!r}.")
+        return user
+
+    @staticmethod
+    def _audit(*, actor, reports: list[FieldReport], previous_key: bool, fallbacks: int) -> None:
+        """One row for the whole rotation: what was re-encrypted, counted per field; never a key."""
+        audit_log_record(
+            actor=actor,
+            action="field_key.rotate",
+            target=AuditTarget(type="settings.field_encryption_key", id="FIELD_ENCRYPTION_KEY", repr="field key"),
+            payload={
+                "re_encrypted": sum(report.rotated for report in reports),
+                "already_current": sum(report.current for report in reports),
+                "fields": {
+                    report.label: {"re_encrypted": report.rotated, "current": report.current} for report in reports
+                },
+                "from_previous_field_key": previous_key,
+                "secret_key_fallbacks": fallbacks,
+            },
+        )
 
     def _rotate_field(self, model, field, readers: list[FernetBytes]) -> FieldReport:
         current_writer = field._fernet
