@@ -44,6 +44,7 @@ from .services import (
     session_workflow_create,
     session_workflow_revert,
     tool_create,
+    tool_delete,
     tool_update,
 )
 
@@ -111,6 +112,9 @@ class ToolViewSet(viewsets.ModelViewSet):
         serializer.instance = tool_update(
             tool=serializer.instance, data=serializer.validated_data, actor=self.request.user
         )
+
+    def perform_destroy(self, instance):
+        tool_delete(tool=instance, actor=self.request.user)
 
 
 class AgentViewSet(OwnedModelViewSet):

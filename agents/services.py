@@ -183,6 +183,18 @@ def tool_update(*, tool: Tool, data: dict, actor=None) -> Tool:
     return tool
 
 
+def tool_delete(*, tool: Tool, actor) -> None:
+    """Delete a tool (agents lose it); the audit row keeps who could use it."""
+    with transaction.atomic():
+        audit_log_record(
+            actor=actor,
+            action="tool.delete",
+            target=tool,
+            before={"owner": tool.owner_id, "name": tool.name, "visibility": tool.visibility, "status": tool.status},
+        )
+        tool.delete()
+
+
 def tool_access_change_record(*, tool: Tool, actor, before: dict) -> None:
     """Audit a change of ``tool``'s visibility or review status since ``before`` (no row when neither changed)."""
     after = {"visibility": tool.visibility, "status": tool.status}

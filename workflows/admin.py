@@ -13,7 +13,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from config.errors import InvalidInput, WeftError
+from config.errors import Conflict, InvalidInput, WeftError
 
 from .models import Edge, Flow, Node, Run, RunEvent, ScheduledWorkflow, Task, Workflow, WorkflowMember, WorkflowSnapshot
 from .schedules.services import (
@@ -25,7 +25,7 @@ from .schedules.services import (
     schedule_run_now,
     timezone_check,
 )
-from .services import workflow_member_remove, workflow_member_set
+from .services import workflow_delete, workflow_member_remove, workflow_member_set
 
 
 class ViewOnlyMixin:
@@ -101,6 +101,17 @@ class WorkflowAdmin(admin.ModelAdmin):
     )
     inlines = (WorkflowMemberInline, NodeInline, EdgeInline)
     date_hierarchy = "updated_at"
+
+    def delete_model(self, request: HttpRequest, obj: Workflow) -> None:
+        # Through the service: its audit row, its schedules' beat entries, no delete under a live run.
+        try:
+            workflow_delete(workflow=obj, user=request.user, as_operator=True)
+        except Conflict as error:
+            self.message_user(request, f"{obj}: {error.message}", level="error")
+
+    def delete_queryset(self, request: HttpRequest, queryset) -> None:
+        for workflow in queryset:
+            self.delete_model(request, workflow)
 
     def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
         if formset.model is not WorkflowMember:

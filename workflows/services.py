@@ -298,9 +298,12 @@ def workflow_update(
     return workflow
 
 
-def workflow_delete(*, workflow: Workflow, user) -> None:
-    """Delete a workflow with its draft, versions, runs and schedules; not while a run is active."""
-    _require_role(workflow=workflow, user=user, roles=CAN_MANAGE)
+def workflow_delete(*, workflow: Workflow, user, as_operator: bool = False) -> None:
+    """Delete a workflow with its draft, versions, runs and schedules; not while a run is active.
+
+    Only a manager may do it, or an operator in the admin (``as_operator``)."""
+    if not as_operator:
+        _require_role(workflow=workflow, user=user, roles=CAN_MANAGE)
     with transaction.atomic():
         Workflow.objects.select_for_update().filter(pk=workflow.pk).values_list("pk").get()
         if Run.objects.filter(workflow=workflow, status__in=[RunStatus.PENDING, RunStatus.RUNNING]).exists():

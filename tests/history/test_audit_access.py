@@ -471,3 +471,29 @@ def test_license_grants_and_revocations_through_the_api_are_audited(user, user_c
     assert user_client.delete(f"/api/v1/licenses/{license.pk}/").status_code == 204
     row = only_new_row(mark)
     assert (row.actor, row.action, row.target_id, row.after) == (user, "license.revoke", str(license.pk), None)
+
+
+def test_deleting_a_tool_through_the_api_is_audited(user, user_client):
+    tool = ToolFactory(owner=user, name="weather", visibility="public")
+    mark = last_pk()
+    assert user_client.delete(f"/api/v1/tools/{tool.pk}/").status_code == 204
+    row = only_new_row(mark)
+    assert (row.actor, row.action, row.target_id) == (user, "tool.delete", str(tool.pk))
+    assert row.before == {"owner": user.pk, "name": "weather", "visibility": "public", "status": tool.status}
+    assert not Tool.objects.filter(pk=tool.pk).exists()
+
+
+def test_deleting_workflows_in_the_admin_goes_through_the_service_and_is_audited(operator_client, operator):
+    one, other = WorkflowFactory(), WorkflowFactory()
+    mark = last_pk()
+    response = operator_client.post(reverse("admin:workflows_workflow_delete", args=[one.pk]), {"post": "yes"})
+    assert response.status_code == 302
+    assert (only_new_row(mark).actor, only_new_row(mark).action) == (operator, "workflow.delete")
+
+    mark = last_pk()
+    operator_client.post(
+        reverse("admin:workflows_workflow_changelist"),
+        {"action": "delete_selected", "_selected_action": [other.pk], "post": "yes"},
+    )
+    assert (only_new_row(mark).action, only_new_row(mark).target_id) == ("workflow.delete", str(other.pk))
+    assert not Workflow.objects.filter(pk__in=[one.pk, other.pk]).exists()
