@@ -195,27 +195,40 @@ def test_only_the_final_batch_waits_for_the_disk_unless_every_commit_should(sett
 
     from workflows.execution.journal import _Entry
 
-    settings.WEFT = {
-        **settings.WEFT,
-        "ENGINE": {**settings.WEFT.get("ENGINE", {}), "JOURNAL_SYNCHRONOUS_COMMIT": synchronous},
-    }
+    engine = {**settings.WEFT.get("ENGINE", {}), "JOURNAL_SYNCHRONOUS_COMMIT": synchronous}
+    settings.WEFT = {**settings.WEFT, "ENGINE": engine}
     run = make_run(chain(start(), end()))
     journal = DatabaseJournal(run_id=run.pk, owner="worker")
     try:
         assert journal._claim() is not None
         at = timezone.now()
         batches = [
-            [_Entry(1, "run.started", "", {}, at)],
-            [_Entry(2, "run.succeeded", "", {}, at, final={"status": "succeeded", "outputs": {}, "error": ""})],
+            [_Entry(1, "run.started", "", {}, at), _Entry(2, "node.delta", "start", {"text": "é"}, at)],
+            [_Entry(3, "node.delta", "start", {"i": 3}, at)],
+            [_Entry(4, "run.succeeded", "", {}, at, final={"status": "succeeded", "outputs": {}, "error": ""})],
         ]
-        asynchronous = []
+        settings_seen = []
         for batch in batches:
             with CaptureQueriesContext(connection) as queries:
                 journal._write(batch)
-            asynchronous.append(any("synchronous_commit = off" in query["sql"] for query in queries))
+            settings_seen.append([query["sql"] for query in queries if "synchronous_commit" in query["sql"]])
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            in_session = cursor.fetchone()[0]
     finally:
         journal._thread.shutdown(wait=False)
-    assert asynchronous == [not synchronous, False]
-    assert list(RunEvent.objects.filter(run=run).values_list("seq", flat=True)) == [1, 2]
+    if synchronous:
+        assert (settings_seen, in_session) == ([[], [], []], "on")
+    else:
+        # Set once for the connection; the final batch alone waits for the flush.
+        assert settings_seen == [["SET synchronous_commit = off"], [], ["SET LOCAL synchronous_commit = on"]]
+        assert in_session == "off"
+    events = list(RunEvent.objects.filter(run=run).values_list("seq", "type", "data"))
+    assert events == [
+        (1, "run.started", {}),
+        (2, "node.delta", {"text": "é"}),
+        (3, "node.delta", {"i": 3}),
+        (4, "run.succeeded", {}),
+    ]
     run.refresh_from_db()
-    assert (run.status, run.last_seq) == ("succeeded", 2)
+    assert (run.status, run.last_seq) == ("succeeded", 4)

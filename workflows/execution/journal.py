@@ -23,6 +23,7 @@ a node costs a commit, not a disk flush. The final batch waits for the flush.
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -30,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import close_old_connections, connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
@@ -47,6 +49,17 @@ logger = logging.getLogger(__name__)
 OPEN_TASK_STATUSES = (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYING)
 #: How long a non-durable event may wait for others to share its transaction (seconds).
 LINGER_S = 0.005
+
+#: A batch before the run's end moves the run's last_seq under the lease guard and stores its
+#: events in one statement: nothing is inserted when the guard matches no row.
+_MOVE_AND_INSERT_EVENTS_SQL = """
+WITH moved AS (
+    UPDATE runs SET last_seq = %s WHERE id = %s AND lease_owner = %s AND last_seq = %s RETURNING id
+)
+INSERT INTO run_events (run_id, seq, type, node_id, data, at)
+SELECT moved.id, event.seq, event.type, event.node_id, event.data, event.at
+FROM moved, jsonb_to_recordset(%s::jsonb) AS event(seq integer, type text, node_id text, data jsonb, at timestamptz)
+"""
 
 
 def claimable_condition(now) -> Q:
@@ -99,6 +112,7 @@ class DatabaseJournal:
         self._outbox: asyncio.Queue | None = None
         self._publisher: asyncio.Task | None = None
         self._renewed = 0.0
+        self._unflushed_connection = None
 
     async def _call(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
@@ -243,26 +257,50 @@ class DatabaseJournal:
                 "lease_owner": "",
                 "lease_expires_at": None,
             }
+        postgresql = connection.vendor == "postgresql"
+        asynchronous = postgresql and not engine_settings.JOURNAL_SYNCHRONOUS_COMMIT
+        if asynchronous:
+            self._commit_without_flush()
         with transaction.atomic():
-            if final is None and not engine_settings.JOURNAL_SYNCHRONOUS_COMMIT and connection.vendor == "postgresql":
-                with connection.cursor() as cursor:
-                    cursor.execute("SET LOCAL synchronous_commit = off")
-            moved = Run.objects.filter(pk=self.run_id, lease_owner=self.owner, last_seq=batch[0].seq - 1).update(
-                last_seq=batch[-1].seq, **end
-            )
+            if final is None and postgresql:
+                moved = self._move_and_insert_events(batch)
+            else:
+                if asynchronous:
+                    with connection.cursor() as cursor:
+                        cursor.execute("SET LOCAL synchronous_commit = on")  # the run's end waits for the disk
+                moved = Run.objects.filter(pk=self.run_id, lease_owner=self.owner, last_seq=batch[0].seq - 1).update(
+                    last_seq=batch[-1].seq, **end
+                )
+                if moved:
+                    RunEvent.objects.bulk_create([_event_row(self.run_id, entry) for entry in batch])
             if not moved:
                 raise LeaseLost(f"Run {self.run_id} is no longer held by {self.owner}.")
-            RunEvent.objects.bulk_create(
-                [
-                    RunEvent(run_id=self.run_id, seq=e.seq, type=e.event_type, node_id=e.node_id, data=e.data, at=e.at)
-                    for e in batch
-                ]
-            )
             self._write_tasks(batch)
             if final is not None:
                 Task.objects.filter(run_id=self.run_id, status__in=OPEN_TASK_STATUSES).update(
                     status=TaskStatus.CANCELLED, finished_at=at
                 )
+
+    def _commit_without_flush(self) -> None:
+        """This thread's connection commits without waiting for the WAL flush (set once per connection)."""
+        raw = connection.connection
+        if raw is None or raw is not self._unflushed_connection:
+            with connection.cursor() as cursor:
+                cursor.execute("SET synchronous_commit = off")
+            self._unflushed_connection = connection.connection
+
+    def _move_and_insert_events(self, batch: list[_Entry]) -> bool:
+        """PostgreSQL: move ``last_seq`` under the lease guard and store the events, in one statement."""
+        rows = [
+            {"seq": e.seq, "type": e.event_type, "node_id": e.node_id, "data": e.data, "at": e.at.isoformat()}
+            for e in batch
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _MOVE_AND_INSERT_EVENTS_SQL,
+                [batch[-1].seq, self.run_id, self.owner, batch[0].seq - 1, json.dumps(rows, cls=DjangoJSONEncoder)],
+            )
+            return cursor.rowcount == len(batch)
 
     def _write_tasks(self, batch: list[_Entry]) -> None:
         """Each task row the batch touches is written once, as the changes one by one would have left it."""
@@ -373,6 +411,12 @@ class DatabaseJournal:
                 await self._publisher
         await self._call(_close_connection)
         self._thread.shutdown(wait=False)
+
+
+def _event_row(run_id, entry: _Entry) -> RunEvent:
+    return RunEvent(
+        run_id=run_id, seq=entry.seq, type=entry.event_type, node_id=entry.node_id, data=entry.data, at=entry.at
+    )
 
 
 def _close_connection() -> None:
