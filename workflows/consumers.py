@@ -22,7 +22,7 @@ from knox.auth import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
 from workflows.execution import live
-from workflows.models import Run, RunEvent
+from workflows.models import RUN_FINAL_STATUSES, Run, RunEvent
 from workflows.permissions import CAN_VIEW
 from workflows.selectors import runs_for_user, workflows_for_user
 from workflows.serializers import RunSerializer
@@ -32,6 +32,9 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 RECENT_RUNS = 50
 REPLAY_BATCH = 500
+#: Seconds without a live event after which a run's follower reads the stored events it lacks.
+CATCH_UP_S = 3.0
+FINAL_EVENT_TYPES = frozenset(f"run.{status}" for status in RUN_FINAL_STATUSES)
 
 
 class _AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
@@ -87,6 +90,8 @@ class RunConsumer(_AuthenticatedConsumer):
     group: str | None = None
     run_id = None
     last_seq = 0
+    ended = False
+    _catch_up: asyncio.Task | None = None
 
     async def connect(self) -> None:
         # Two database calls in all (who and which run; then what happened so far): connecting
@@ -110,26 +115,27 @@ class RunConsumer(_AuthenticatedConsumer):
             await self.refuse(CLOSE_NOT_FOUND)
             return
         self.run_id = run.pk
+        self.sending = asyncio.Lock()
         self.group = live.RUN_GROUP.format(run.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
-        snapshot, events = await database_sync_to_async(_snapshot_and_events)(
-            run.pk, None if after is None else int(after)
-        )
-        await self.send_json(snapshot)
-        self.last_seq = snapshot["seq"]
-        if after is None:
-            return
-        self.last_seq = int(after)
-        while True:
-            for event in events:
-                await self.send_json(event)
-                self.last_seq = event["seq"]
-            if len(events) < REPLAY_BATCH:
-                break
-            events = await database_sync_to_async(events_after)(run.pk, self.last_seq)
+        async with self.sending:
+            snapshot, events = await database_sync_to_async(_snapshot_and_events)(
+                run.pk, None if after is None else int(after)
+            )
+            await self.send_json(snapshot)
+            self.last_seq = snapshot["seq"]
+            self.ended = snapshot["data"]["status"] in RUN_FINAL_STATUSES
+            if after is not None:
+                self.last_seq = int(after)
+                await self._send_stored(events)
+        self.heard = asyncio.get_running_loop().time()
+        if not self.ended:
+            self._catch_up = asyncio.create_task(self._catch_up_while_silent())
 
     async def disconnect(self, code) -> None:
+        if self._catch_up is not None:
+            self._catch_up.cancel()
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -137,21 +143,44 @@ class RunConsumer(_AuthenticatedConsumer):
         """Clients only listen."""
 
     async def run_event(self, message: dict) -> None:
-        if message["seq"] <= self.last_seq:
-            return
-        if message["seq"] > self.last_seq + 1:
-            # Events this client never got live (their worker died after storing them, before
-            # streaming them): send the stored ones first, so that the client sees every seq.
-            while self.last_seq < message["seq"] - 1:
+        self.heard = asyncio.get_running_loop().time()
+        async with self.sending:
+            if message["seq"] <= self.last_seq:
+                return
+            if message["seq"] > self.last_seq + 1:
+                # Events this client never got live (their worker died after storing them, before
+                # streaming them): send the stored ones first, so that the client sees every seq.
+                await self._send_stored(before=message["seq"])
+            self.last_seq = message["seq"]
+            self.ended = self.ended or message["kind"] in FINAL_EVENT_TYPES
+            await self.send(text_data=message["text"])
+
+    async def _send_stored(self, events: list[dict] | None = None, *, before: int | None = None) -> None:
+        """Send the stored events after ``last_seq`` (those given first), up to ``before`` if given."""
+        while True:
+            if events is None:
                 events = await database_sync_to_async(events_after)(self.run_id, self.last_seq)
-                missing = [event for event in events if event["seq"] < message["seq"]]
-                for event in missing:
-                    await self.send_json(event)
-                    self.last_seq = event["seq"]
-                if not missing:
-                    break
-        self.last_seq = message["seq"]
-        await self.send(text_data=message["text"])
+            sent = [event for event in events if before is None or event["seq"] < before]
+            for event in sent:
+                await self.send_json(event)
+                self.last_seq = event["seq"]
+                self.ended = self.ended or event["type"] in FINAL_EVENT_TYPES
+            if len(events) < REPLAY_BATCH or len(sent) < len(events):
+                return
+            events = None
+
+    async def _catch_up_while_silent(self) -> None:
+        """The channel layer delivers at most once, and a worker that dies between storing events
+        and streaming them never streams them: after ``CATCH_UP_S`` without a live event, the stored
+        ones this client lacks are sent, until the run's end has been."""
+        loop = asyncio.get_running_loop()
+        while not self.ended:
+            await asyncio.sleep(max(self.heard + CATCH_UP_S - loop.time(), 0.05))
+            if loop.time() - self.heard < CATCH_UP_S:
+                continue
+            self.heard = loop.time()
+            async with self.sending:
+                await self._send_stored()
 
 
 class WorkflowRunsConsumer(_AuthenticatedConsumer):

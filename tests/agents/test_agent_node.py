@@ -4,7 +4,6 @@ import asyncio
 import json
 
 import pytest
-from django.db import connection
 
 from agents.agent_loop import agent_loop_run, agent_spec_load
 from agents.models import Tool
@@ -13,6 +12,7 @@ from agents.tools_runtime import ToolSpec, tool_runnable_get
 from tests.engine.conftest import chain, end, node, start
 from tests.factories import AgentFactory, LLMProviderFactory, ToolFactory, UserFactory, WorkflowFactory
 from tests.fakes.openai_server import Answer
+from tests.threads import in_thread
 from workflows.engine import validate_graph
 from workflows.engine.executor import RunExecutor
 from workflows.engine.journal import MemoryJournal
@@ -21,18 +21,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 CALCULATOR = {"type": "object", "required": ["expression"], "properties": {"expression": {"type": "string"}}}
 CITY = {"type": "object", "required": ["city"], "properties": {"city": {"type": "string"}}}
-
-
-async def in_thread(function, **kwargs):
-    """Run ORM code off the loop, and close that thread's connection after."""
-
-    def call():
-        try:
-            return function(**kwargs)
-        finally:
-            connection.close()
-
-    return await asyncio.to_thread(call)
 
 
 def call(call_id: str, name: str, **arguments) -> dict:

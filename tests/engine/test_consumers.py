@@ -239,3 +239,28 @@ async def test_events_stored_but_never_streamed_are_sent_before_the_live_event_a
     await communicator.disconnect()
 
     assert [(event["seq"], event["data"]) for event in received] == [(1, {"n": 1}), (2, {"n": 2}), (3, {"n": 3})]
+
+
+async def test_a_follower_left_without_live_events_gets_the_stored_ones_until_the_run_ends(monkeypatch):
+    """The channel layer delivers at most once; a worker killed between committing a run's end and
+    streaming it leaves the client waiting: after CATCH_UP_S of silence it reads what it lacks."""
+    from django.utils import timezone
+
+    from workflows import consumers
+    from workflows.models import RunEvent
+
+    monkeypatch.setattr(consumers, "CATCH_UP_S", 0.2)
+    run, _, token = await make_run()
+    communicator = await connect(f"/ws/runs/{run.pk}/?token={token}")
+    assert (await communicator.receive_json_from(timeout=2))["seq"] == 0
+
+    @database_sync_to_async
+    def store(seq: int, kind: str) -> None:
+        RunEvent.objects.create(run=run, seq=seq, type=kind, node_id="", data={"n": seq}, at=timezone.now())
+
+    await store(1, "run.started")
+    await store(2, "run.succeeded")  # stored, never streamed
+    received = [await communicator.receive_json_from(timeout=2) for _ in range(2)]
+    assert [(event["seq"], event["type"]) for event in received] == [(1, "run.started"), (2, "run.succeeded")]
+    assert await communicator.receive_nothing(timeout=0.6)  # the run has ended: no more reading
+    await communicator.disconnect()

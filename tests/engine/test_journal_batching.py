@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from tests.engine.conftest import EXECUTIONS, chain, edge, end, node, start
 from tests.factories import RunFactory, UserFactory, WorkflowFactory
+from tests.threads import in_thread as read
 from workflows.engine.executor import RunExecutor
 from workflows.engine.journal import TaskChange
 from workflows.engine.nodes import NodeContext, NodeType, get_node_type, register
@@ -55,18 +56,6 @@ def make_run(graph: dict) -> Run:
 
 def stored(run: Run) -> list[tuple[int, str, str]]:
     return list(RunEvent.objects.filter(run=run).order_by("seq").values_list("seq", "type", "node_id"))
-
-
-async def read(function):
-    """A database read from another thread (the test's own connection is not for async code)."""
-
-    def call():
-        try:
-            return function()
-        finally:
-            connection.close()
-
-    return await asyncio.to_thread(call)
 
 
 async def killed_mid_run(run: Run) -> None:

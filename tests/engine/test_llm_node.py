@@ -1,30 +1,16 @@
 """The llm node in a run, against the fake OpenAI server: deltas, output, retries, providers."""
 
-import asyncio
-
 import pytest
-from django.db import connection
 
 from tests.engine.conftest import chain, edge, end, node, start
 from tests.factories import LLMProviderFactory, UserFactory, WorkflowFactory
 from tests.fakes.openai_server import Answer
+from tests.threads import in_thread
 from workflows.engine import validate_graph
 from workflows.engine.executor import RunExecutor
 from workflows.engine.journal import MemoryJournal
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def in_thread(function):
-    """Run ORM code off the loop, and close that thread's connection after."""
-
-    def call():
-        try:
-            return function()
-        finally:
-            connection.close()
-
-    return await asyncio.to_thread(call)
 
 
 @pytest.fixture

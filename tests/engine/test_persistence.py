@@ -4,11 +4,11 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from tests.engine.conftest import EXECUTIONS, chain, edge, end, node, start
 from tests.factories import RunFactory, TaskFactory, UserFactory, WorkflowFactory
+from tests.threads import in_thread
 from workflows.execution.services import run_cancel, run_execute, runs_reap
 from workflows.models import Run, RunEvent, Task
 
@@ -29,18 +29,6 @@ def make_run(graph=GRAPH, inputs=None, **fields) -> Run:
 
 def run_now(run: Run) -> str | None:
     return asyncio.run(run_execute(run_id=run.pk))
-
-
-async def in_thread(function, **kwargs):
-    """Run a database call on another thread, closing that thread's connection afterwards."""
-
-    def call():
-        try:
-            return function(**kwargs)
-        finally:
-            connection.close()
-
-    return await asyncio.to_thread(call)
 
 
 def event_types(run: Run) -> list[tuple[str, str]]:

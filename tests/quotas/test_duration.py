@@ -5,26 +5,16 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from tests.engine.conftest import chain, end, node, start
 from tests.factories import RunFactory, UserFactory, WorkflowFactory
+from tests.threads import in_thread
 from workflows.execution.services import run_execute, run_start, runs_reap
 from workflows.models import Run, RunEvent, RunStatus, Task, TaskStatus
 from workflows.services import workflow_create
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("undispatched")]
-
-
-async def in_thread(function, **kwargs):
-    def call():
-        try:
-            return function(**kwargs)
-        finally:
-            connection.close()
-
-    return await asyncio.to_thread(call)
 
 
 async def until(condition, timeout: float = 10.0) -> None:

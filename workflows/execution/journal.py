@@ -50,15 +50,39 @@ OPEN_TASK_STATUSES = (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYIN
 #: How long a non-durable event may wait for others to share its transaction (seconds).
 LINGER_S = 0.005
 
-#: A batch before the run's end moves the run's last_seq under the lease guard and stores its
-#: events in one statement: nothing is inserted when the guard matches no row.
-_MOVE_AND_INSERT_EVENTS_SQL = """
+#: A batch before the run's end, in one statement: the lease guard moves the run's last_seq, and
+#: the events and the task rows are written only through the row it returned (none: nothing is).
+_WRITE_BATCH_SQL = """
 WITH moved AS (
     UPDATE runs SET last_seq = %s WHERE id = %s AND lease_owner = %s AND last_seq = %s RETURNING id
+), events AS (
+    INSERT INTO run_events (run_id, seq, type, node_id, data, at)
+    SELECT moved.id, e.seq, e.type, e.node_id, e.data, e.at
+    FROM moved, jsonb_to_recordset(%s::jsonb) AS e(seq integer, type text, node_id text, data jsonb, at timestamptz)
+), created AS (
+    INSERT INTO tasks (
+        id, run_id, node_id, node_type, scope, name, description, status, output_data, error,
+        attempt, retry_count, events, created_at, started_at, finished_at
+    )
+    SELECT t.id, moved.id, t.node_id, t.node_type, t.scope, t.name, '', t.status, t.output_data::jsonb, t.error,
+        t.attempt, t.retry_count, t.events, now(), t.started_at, t.finished_at
+    FROM moved, jsonb_to_recordset(%s::jsonb) AS t(
+        id uuid, node_id text, node_type text, scope text, name text, status text, output_data text,
+        error text, attempt integer, retry_count integer, events jsonb, started_at timestamptz,
+        finished_at timestamptz
+    )
+), changed AS (
+    UPDATE tasks SET
+        status = t.status, output_data = t.output_data::jsonb, error = t.error, attempt = t.attempt,
+        retry_count = t.retry_count, events = t.events, started_at = COALESCE(tasks.started_at, t.started_at),
+        finished_at = CASE WHEN t.touch_finished THEN t.finished_at ELSE tasks.finished_at END
+    FROM moved, jsonb_to_recordset(%s::jsonb) AS t(
+        id uuid, status text, output_data text, error text, attempt integer, retry_count integer,
+        events jsonb, started_at timestamptz, finished_at timestamptz, touch_finished boolean
+    )
+    WHERE tasks.id = t.id
 )
-INSERT INTO run_events (run_id, seq, type, node_id, data, at)
-SELECT moved.id, event.seq, event.type, event.node_id, event.data, event.at
-FROM moved, jsonb_to_recordset(%s::jsonb) AS event(seq integer, type text, node_id text, data jsonb, at timestamptz)
+SELECT count(*) FROM moved
 """
 
 
@@ -261,20 +285,19 @@ class DatabaseJournal:
         asynchronous = postgresql and not engine_settings.JOURNAL_SYNCHRONOUS_COMMIT
         if asynchronous:
             self._commit_without_flush()
+        if final is None and postgresql:
+            self._write_in_one_statement(batch)
+            return
         with transaction.atomic():
-            if final is None and postgresql:
-                moved = self._move_and_insert_events(batch)
-            else:
-                if asynchronous:
-                    with connection.cursor() as cursor:
-                        cursor.execute("SET LOCAL synchronous_commit = on")  # the run's end waits for the disk
-                moved = Run.objects.filter(pk=self.run_id, lease_owner=self.owner, last_seq=batch[0].seq - 1).update(
-                    last_seq=batch[-1].seq, **end
-                )
-                if moved:
-                    RunEvent.objects.bulk_create([_event_row(self.run_id, entry) for entry in batch])
+            if asynchronous:
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit = on")  # the run's end waits for the disk
+            moved = Run.objects.filter(pk=self.run_id, lease_owner=self.owner, last_seq=batch[0].seq - 1).update(
+                last_seq=batch[-1].seq, **end
+            )
             if not moved:
                 raise LeaseLost(f"Run {self.run_id} is no longer held by {self.owner}.")
+            RunEvent.objects.bulk_create([_event_row(self.run_id, entry) for entry in batch])
             self._write_tasks(batch)
             if final is not None:
                 Task.objects.filter(run_id=self.run_id, status__in=OPEN_TASK_STATUSES).update(
@@ -289,21 +312,9 @@ class DatabaseJournal:
                 cursor.execute("SET synchronous_commit = off")
             self._unflushed_connection = connection.connection
 
-    def _move_and_insert_events(self, batch: list[_Entry]) -> bool:
-        """PostgreSQL: move ``last_seq`` under the lease guard and store the events, in one statement."""
-        rows = [
-            {"seq": e.seq, "type": e.event_type, "node_id": e.node_id, "data": e.data, "at": e.at.isoformat()}
-            for e in batch
-        ]
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _MOVE_AND_INSERT_EVENTS_SQL,
-                [batch[-1].seq, self.run_id, self.owner, batch[0].seq - 1, json.dumps(rows, cls=DjangoJSONEncoder)],
-            )
-            return cursor.rowcount == len(batch)
-
-    def _write_tasks(self, batch: list[_Entry]) -> None:
-        """Each task row the batch touches is written once, as the changes one by one would have left it."""
+    def _task_writes(self, batch: list[_Entry]) -> list[tuple[tuple[str, str], uuid.UUID | None, _TaskWrite, list]]:
+        """What the batch does to each task row it touches, as the changes one by one would have left it:
+        (key, the row's id or None if it is new, the merged write, the row's events afterwards)."""
         writes: dict[tuple[str, str], _TaskWrite] = {}
         for entry in batch:
             change = entry.task
@@ -329,10 +340,16 @@ class DatabaseJournal:
                 write.fields["finished_at"] = None
             if change.finished:
                 write.fields["finished_at"] = entry.at
-        created = []
+        result = []
         for key, write in writes.items():
             pk, events = self._tasks.get(key, (None, []))
-            events = events + write.events
+            result.append((key, pk, write, events + write.events))
+        return result
+
+    def _write_tasks(self, batch: list[_Entry]) -> None:
+        """Each task row the batch touches is written once (the ORM path: SQLite, and a run's end)."""
+        created = []
+        for key, pk, write, events in self._task_writes(batch):
             if pk is None:
                 change = write.change
                 task = Task(
@@ -356,6 +373,61 @@ class DatabaseJournal:
             Task.objects.bulk_create([task for _, task in created])
             for key, task in created:
                 self._tasks[key] = (task.pk, task.events)
+
+    def _write_in_one_statement(self, batch: list[_Entry]) -> None:
+        """PostgreSQL, a batch before the run's end: the lease guard, the events and the task rows in
+        one statement, committed by itself (one round trip). Nothing is written when the guard
+        matches no row."""
+        events = [
+            {"seq": e.seq, "type": e.event_type, "node_id": e.node_id, "data": e.data, "at": e.at.isoformat()}
+            for e in batch
+        ]
+        created, changed, known = [], [], {}
+        for key, pk, write, task_events in self._task_writes(batch):
+            fields = write.fields
+            row = {
+                "status": fields["status"],
+                "output_data": None if fields["output_data"] is None else _json(fields["output_data"]),
+                "error": fields["error"],
+                "attempt": fields["attempt"],
+                "retry_count": fields["retry_count"],
+                "events": task_events,
+                "started_at": write.first_start.isoformat() if write.first_start else None,
+                "finished_at": fields["finished_at"].isoformat() if fields.get("finished_at") else None,
+            }
+            if pk is None:
+                pk = uuid.uuid4()
+                change = write.change
+                created.append(
+                    {
+                        **row,
+                        "id": str(pk),
+                        "node_id": change.node_id,
+                        "node_type": change.node_type,
+                        "scope": change.scope,
+                        "name": change.name[:255],
+                    }
+                )
+            else:
+                changed.append({**row, "id": str(pk), "touch_finished": "finished_at" in fields})
+            known[key] = (pk, task_events)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _WRITE_BATCH_SQL,
+                [
+                    batch[-1].seq,
+                    self.run_id,
+                    self.owner,
+                    batch[0].seq - 1,
+                    _json(events),
+                    _json(created),
+                    _json(changed),
+                ],
+            )
+            moved = cursor.fetchone()[0]
+        if not moved:
+            raise LeaseLost(f"Run {self.run_id} is no longer held by {self.owner}.")
+        self._tasks.update(known)
 
     async def heartbeat(self) -> str:
         renew = time.monotonic() - self._renewed >= engine_settings.HEARTBEAT_S
@@ -411,6 +483,10 @@ class DatabaseJournal:
                 await self._publisher
         await self._call(_close_connection)
         self._thread.shutdown(wait=False)
+
+
+def _json(value) -> str:
+    return json.dumps(value, cls=DjangoJSONEncoder)
 
 
 def _event_row(run_id, entry: _Entry) -> RunEvent:
