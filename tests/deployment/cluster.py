@@ -20,7 +20,7 @@ import httpx
 from django.conf import settings
 
 from config.celery import app as celery_app
-from tests.integration.conftest import Process
+from tests.integration.conftest import Process, celery_worker_command, daphne_start
 from tests.integration.conftest import _database_url as test_database_url
 
 #: Engine tunables for every process: a killed worker's runs are resumed within seconds.
@@ -86,38 +86,18 @@ class Deployment:
     # --- starting --------------------------------------------------------------------------------
     def server_start(self) -> Server:
         """daphne as the Procfile's `web` runs it (no persistent database connections under ASGI)."""
-        listener = socket.create_server(("127.0.0.1", 0))
-        port = listener.getsockname()[1]
         name = f"web{len(self.servers) + 1}"
-        command = [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), "config.asgi:application"]
         env = {**self.env, "DATABASE_CONN_MAX_AGE": "0"}
-        try:
-            process = Process(name, command, env, self.logs / f"{name}.log", pass_fds=(listener.fileno(),))
-        finally:
-            listener.close()
-        server = Server(process=process, port=port)
+        server = Server(*daphne_start(name, env, self.logs / f"{name}.log"))
         self.servers.append(server)
         return server
 
     def worker_start(self) -> Process:
         """The Procfile's `worker`, consuming only the parked queue until told otherwise."""
         name = f"worker{len(self.workers) + 1}"
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "--loglevel=INFO",
-            "--pool=threads",
-            f"--concurrency={WORKER_CONCURRENCY}",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            f"--hostname={name}-{self.queue}@%h",
-            f"--queues={self.parked}",
-        ]
+        command = celery_worker_command(
+            hostname=f"{name}-{self.queue}", queues=self.parked, concurrency=WORKER_CONCURRENCY
+        )
         worker = Process(name, command, self.env, self.logs / f"{name}.log")
         self.workers.append(worker)
         return worker

@@ -92,6 +92,37 @@ class Process:
         self.popen.wait(timeout=10)
 
 
+def celery_worker_command(*, hostname: str, queues: str, concurrency: int) -> list[str]:
+    """The Procfile's `worker` (threads pool), quiet on the cluster's chatter, under its own hostname."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config",
+        "worker",
+        "--pool=threads",
+        f"--concurrency={concurrency}",
+        "--loglevel=INFO",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        f"--hostname={hostname}@%h",
+        f"--queues={queues}",
+    ]
+
+
+def daphne_start(name: str, env: dict, log: Path) -> tuple[Process, int]:
+    """daphne on a free loopback port, handed over as an open socket (no race for the port)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    command = [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), "config.asgi:application"]
+    try:
+        return Process(name, command, env, log, pass_fds=(listener.fileno(),)), port
+    finally:
+        listener.close()
+
+
 class Cluster:
     """Celery workers and one daphne server sharing the test database, Redis and a queue."""
 
@@ -118,22 +149,7 @@ class Cluster:
         """Start a worker (the Procfile's command); it is ready once ``worker_ready`` says so."""
         self._count += 1
         name = f"w{self._count}"
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "--pool=threads",
-            "--concurrency=16",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            f"--hostname={name}-{self.queue}@%h",
-            f"--queues={self.queue}",
-        ]
+        command = celery_worker_command(hostname=f"{name}-{self.queue}", queues=self.queue, concurrency=16)
         worker = Process(name, command, self.env, self.logs / f"{name}.log")
         self.workers.append(worker)
         return worker
@@ -153,13 +169,15 @@ class Cluster:
 
     # --- the server ----------------------------------------------------------------------------
     def server_start(self) -> None:
-        listener = socket.create_server(("127.0.0.1", 0))
-        self.port = listener.getsockname()[1]
-        command = [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), "config.asgi:application"]
-        try:
-            self.server = Process("daphne", command, self.env, self.logs / "daphne.log", pass_fds=(listener.fileno(),))
-        finally:
-            listener.close()
+        self.server, self.port = daphne_start("daphne", self.env, self.logs / "daphne.log")
+
+    def start(self, *, workers: int = 2) -> None:
+        """The server and ``workers`` workers, returning once all of them answer."""
+        self.server_start()
+        started = [self.worker_start() for _ in range(workers)]
+        self.server_wait_ready()
+        for worker in started:
+            self.worker_wait_ready(worker)
 
     def server_wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -197,11 +215,7 @@ def cluster(django_db_setup, tmp_path_factory):
     started = time.monotonic()
     cluster = Cluster(logs=tmp_path_factory.mktemp("cluster"))
     try:
-        cluster.server_start()
-        workers = [cluster.worker_start(), cluster.worker_start()]
-        cluster.server_wait_ready()
-        for worker in workers:
-            cluster.worker_wait_ready(worker)
+        cluster.start(workers=2)
         sys.stderr.write(f"\n[cluster up in {time.monotonic() - started:.1f} s, queue {cluster.queue}]\n")
         yield cluster
     finally:

@@ -54,11 +54,7 @@ def observed_cluster(django_db_setup, django_db_blocker, tmp_path_factory, recei
         }
     )
     try:
-        cluster.server_start()
-        workers = [cluster.worker_start(), cluster.worker_start()]
-        cluster.server_wait_ready()
-        for worker in workers:
-            cluster.worker_wait_ready(worker)
+        cluster.start(workers=2)
         yield cluster
     finally:
         cluster.stop()

@@ -270,6 +270,13 @@ class DatabaseJournal:
     def _write(self, batch: list[_Entry]) -> None:
         final = batch[-1].final
         at = batch[-1].at
+        postgresql = connection.vendor == "postgresql"
+        asynchronous = postgresql and not engine_settings.JOURNAL_SYNCHRONOUS_COMMIT
+        if asynchronous:
+            self._commit_without_flush()
+        if final is None and postgresql:
+            self._write_in_one_statement(batch)
+            return
         end = {}
         if final is not None:
             end = {
@@ -281,13 +288,6 @@ class DatabaseJournal:
                 "lease_owner": "",
                 "lease_expires_at": None,
             }
-        postgresql = connection.vendor == "postgresql"
-        asynchronous = postgresql and not engine_settings.JOURNAL_SYNCHRONOUS_COMMIT
-        if asynchronous:
-            self._commit_without_flush()
-        if final is None and postgresql:
-            self._write_in_one_statement(batch)
-            return
         with transaction.atomic():
             if asynchronous:
                 with connection.cursor() as cursor:
