@@ -14,6 +14,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 
 from config.routing import websocket_urlpatterns  # noqa: E402
+from workflows.execution.fanout import DirectSocketMiddleware  # noqa: E402
 
 if settings.EMBEDDED:
     # Embedded mode: this server process is also the worker. Starting the engine now lets its
@@ -27,6 +28,9 @@ if settings.EMBEDDED:
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # DirectSocketMiddleware first: it recognises daphne's own send (see workflows.execution.fanout).
+        "websocket": DirectSocketMiddleware(
+            AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+        ),
     }
 )

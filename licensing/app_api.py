@@ -32,7 +32,6 @@ from config.api.throttling import ClientAddressThrottle
 from config.errors import Forbidden, NotFound, RateLimited
 from config.rate_limits import rate_limit_hit
 from history.memory import memory_rounds_for_app
-from workflows.consumers import REPLAY_BATCH, events_after
 from workflows.execution import live
 from workflows.execution import services as execution
 from workflows.models import RUN_FINAL_STATUSES, ReleaseChannel, Run, RunTrigger, Workflow
@@ -115,14 +114,14 @@ async def run_event_stream(*, run_id, heartbeat_s: float = SSE_HEARTBEAT_S) -> A
     try:
         while True:
             while True:
-                stored = await database_sync_to_async(events_after)(run_id, last_seq)
+                stored = await database_sync_to_async(live.events_after)(run_id, last_seq)
                 for event in stored:
                     last_seq = event["seq"]
                     yield _sse_frame(event=event["type"], data=event, seq=last_seq)
                     if event["type"] in _FINAL_EVENT_TYPES:
                         yield await _final_frame(run_id)
                         return
-                if len(stored) < REPLAY_BATCH:
+                if len(stored) < live.REPLAY_BATCH:
                     break
             while True:
                 if receiver is None:
@@ -132,15 +131,20 @@ async def run_event_stream(*, run_id, heartbeat_s: float = SSE_HEARTBEAT_S) -> A
                     yield b": keep-alive\n\n"
                     break
                 message, receiver = receiver.result(), None
-                if message["seq"] <= last_seq:
-                    continue
-                if message["seq"] > last_seq + 1:
+                gap = False
+                for payload in live.payloads(message):
+                    if payload["seq"] <= last_seq:
+                        continue
+                    if payload["seq"] > last_seq + 1:
+                        gap = True
+                        break
+                    last_seq = payload["seq"]
+                    yield _sse_frame(event=payload["kind"], text=payload["text"], seq=last_seq)
+                    if payload["kind"] in _FINAL_EVENT_TYPES:
+                        yield await _final_frame(run_id)
+                        return
+                if gap:
                     break
-                last_seq = message["seq"]
-                yield _sse_frame(event=message["kind"], text=message["text"], seq=last_seq)
-                if message["kind"] in _FINAL_EVENT_TYPES:
-                    yield await _final_frame(run_id)
-                    return
     finally:
         await layer.group_discard(group, channel)
         if receiver is None:

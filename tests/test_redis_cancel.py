@@ -76,19 +76,19 @@ def test_the_journal_publisher_stops_even_when_a_cancel_is_lost_inside_a_send(mo
     """Should a library swallow the cancel, the publisher still stops instead of waiting for more."""
     sent = []
 
-    async def swallowing_publish(*, workflow_id, message):
+    async def swallowing_publish(*, workflow_id, messages):
         with contextlib.suppress(asyncio.CancelledError):  # what a misbehaving client does
             await asyncio.sleep(0.05)
-        sent.append(message["seq"])
+        sent.extend(message["seq"] for message in messages)
 
-    monkeypatch.setattr(live, "publish", swallowing_publish)
+    monkeypatch.setattr(live, "publish_batch", swallowing_publish)
 
     async def scenario():
         journal = DatabaseJournal(run_id="00000000-0000-0000-0000-000000000000", owner="t")
         journal._outbox = asyncio.Queue()
         journal.workflow_id = "w"
         publisher = asyncio.create_task(journal._publish_forever())
-        journal._outbox.put_nowait({"seq": 1, "run": "r", "type": "node.delta"})
+        journal._outbox.put_nowait([{"seq": 1, "run": "r", "type": "node.delta"}])
         await asyncio.sleep(0.01)
         publisher.cancel()
         done, _ = await asyncio.wait([publisher], timeout=2)

@@ -13,6 +13,7 @@ the stored ones first.
 """
 
 import asyncio
+from collections import deque
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -21,8 +22,8 @@ from django.utils import timezone
 from knox.auth import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
-from workflows.execution import live
-from workflows.models import RUN_FINAL_STATUSES, Run, RunEvent
+from workflows.execution import fanout, live
+from workflows.models import RUN_FINAL_STATUSES, Run
 from workflows.permissions import CAN_VIEW
 from workflows.selectors import runs_for_user, workflows_for_user
 from workflows.serializers import RunSerializer
@@ -31,10 +32,6 @@ CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 RECENT_RUNS = 50
-REPLAY_BATCH = 500
-#: Seconds without a live event after which a run's follower reads the stored events it lacks.
-CATCH_UP_S = 3.0
-FINAL_EVENT_TYPES = frozenset(f"run.{status}" for status in RUN_FINAL_STATUSES)
 
 
 class _AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
@@ -87,15 +84,20 @@ def _user_for(credentials):
 
 
 class RunConsumer(_AuthenticatedConsumer):
-    group: str | None = None
+    """A run's follower. Live events come from the process's ``fanout`` (one subscription for all
+    of a run's followers): written straight to the socket when this client is up to date, else
+    queued in ``backlog`` and sent by ``run_event`` (which fills gaps from the stored events)."""
+
     run_id = None
+    socket: fanout.DirectSocket | None = None
+    following = False
     last_seq = 0
     ended = False
-    _catch_up: asyncio.Task | None = None
+    _drain: asyncio.Task | None = None
 
     async def connect(self) -> None:
-        # Two database calls in all (who and which run; then what happened so far): connecting
-        # many clients at once, as after a server is lost, must not queue on the database thread.
+        # One database call (who, which run, what happened so far): connecting many clients at
+        # once, as after a server is lost, must not queue on the database thread.
         live.bind_consumer_loop(asyncio.get_running_loop())
         credentials = self.credentials()
         if credentials is None:
@@ -105,45 +107,82 @@ class RunConsumer(_AuthenticatedConsumer):
         if after is not None and not (after.isdigit() and len(after) < 10):
             await self.refuse(CLOSE_BAD_REQUEST)
             return
-        user, run = await database_sync_to_async(_user_and_run)(
-            credentials, self.scope["url_route"]["kwargs"]["run_id"]
-        )
-        if user is None:
-            await self.refuse(CLOSE_UNAUTHENTICATED)
-            return
-        if run is None:
-            await self.refuse(CLOSE_NOT_FOUND)
-            return
-        self.run_id = run.pk
-        self.sending = asyncio.Lock()
-        self.group = live.RUN_GROUP.format(run.pk)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        # Accepted at once: daphne drops a handshake that waits over 5 s, which the reads below
+        # may, behind a crowd of reconnecting clients; a refusal is a close code all the same.
         await self.accept()
+        self.run_id = self.scope["url_route"]["kwargs"]["run_id"]
+        self.sending = asyncio.Lock()
+        self.backlog: deque[dict] = deque()
+        self.socket = self.scope.get(fanout.SCOPE_KEY)
+        hub = fanout.fanout()
         async with self.sending:
-            snapshot, events = await database_sync_to_async(_snapshot_and_events)(
-                run.pk, None if after is None else int(after)
-            )
-            await self.send_json(snapshot)
-            self.last_seq = snapshot["seq"]
-            self.ended = snapshot["data"]["status"] in RUN_FINAL_STATUSES
-            if after is not None:
-                self.last_seq = int(after)
-                await self._send_stored(events)
-        self.heard = asyncio.get_running_loop().time()
-        if not self.ended:
-            self._catch_up = asyncio.create_task(self._catch_up_while_silent())
+            # Followed before the snapshot is read: events from now on wait in the backlog (and
+            # nothing is sent before the reads have shown that the user may see the run).
+            await hub.follow(self.run_id, self)
+            self.following = True
+            try:
+                user, snapshot, events = await database_sync_to_async(_connect_reads)(
+                    credentials, self.run_id, None if after is None else int(after)
+                )
+                if user is None or snapshot is None:
+                    self.following = False
+                    await hub.unfollow(self.run_id, self)
+                    await self.close(code=CLOSE_UNAUTHENTICATED if user is None else CLOSE_NOT_FOUND)
+                    return
+                await self.send_json(snapshot)
+                self.last_seq = snapshot["seq"]
+                self.ended = snapshot["data"]["status"] in RUN_FINAL_STATUSES
+                if after is not None:
+                    self.last_seq = int(after)
+                    await self._send_stored(events)
+            except BaseException:
+                # No disconnect follows a consumer that failed to connect: leave the run here.
+                if self.following:
+                    self.following = False
+                    await hub.unfollow(self.run_id, self)
+                raise
+            hub.seen(self.run_id, self.last_seq, ended=self.ended)
 
     async def disconnect(self, code) -> None:
-        if self._catch_up is not None:
-            self._catch_up.cancel()
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self._drain is not None:
+            self._drain.cancel()
+        if self.following:
+            self.following = False
+            await fanout.fanout().unfollow(self.run_id, self)
 
     async def receive_json(self, content, **kwargs) -> None:
         """Clients only listen."""
 
+    async def send(self, text_data=None, bytes_data=None, close=False) -> None:
+        if self.socket is not None:
+            self.socket.flush()  # live events written straight to the socket go first
+        await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+
+    async def close(self, code=None, reason=None) -> None:
+        if self.socket is not None:
+            self.socket.flush()
+        await super().close(code=code, reason=reason)
+
+    def live_event(self, message: dict, frame) -> None:
+        """From the fan-out, on the event loop: one live event of this run."""
+        if not self.backlog and not self.sending.locked():
+            if message["seq"] <= self.last_seq:
+                return
+            if self.socket is not None and message["seq"] == self.last_seq + 1:
+                if self.socket.send(frame()):
+                    self.last_seq = message["seq"]
+                    self.ended = self.ended or live.is_final(message["kind"])
+                return
+        self.backlog.append(message)
+        if self._drain is None or self._drain.done():
+            self._drain = asyncio.create_task(self._drain_backlog())
+
+    async def _drain_backlog(self) -> None:
+        while self.backlog:
+            await self.run_event(self.backlog[0])
+            self.backlog.popleft()
+
     async def run_event(self, message: dict) -> None:
-        self.heard = asyncio.get_running_loop().time()
         async with self.sending:
             if message["seq"] <= self.last_seq:
                 return
@@ -152,35 +191,22 @@ class RunConsumer(_AuthenticatedConsumer):
                 # streaming them): send the stored ones first, so that the client sees every seq.
                 await self._send_stored(before=message["seq"])
             self.last_seq = message["seq"]
-            self.ended = self.ended or message["kind"] in FINAL_EVENT_TYPES
+            self.ended = self.ended or live.is_final(message["kind"])
             await self.send(text_data=message["text"])
 
     async def _send_stored(self, events: list[dict] | None = None, *, before: int | None = None) -> None:
         """Send the stored events after ``last_seq`` (those given first), up to ``before`` if given."""
         while True:
             if events is None:
-                events = await database_sync_to_async(events_after)(self.run_id, self.last_seq)
+                events = await database_sync_to_async(live.events_after)(self.run_id, self.last_seq)
             sent = [event for event in events if before is None or event["seq"] < before]
             for event in sent:
                 await self.send_json(event)
                 self.last_seq = event["seq"]
-                self.ended = self.ended or event["type"] in FINAL_EVENT_TYPES
-            if len(events) < REPLAY_BATCH or len(sent) < len(events):
+                self.ended = self.ended or live.is_final(event["type"])
+            if len(events) < live.REPLAY_BATCH or len(sent) < len(events):
                 return
             events = None
-
-    async def _catch_up_while_silent(self) -> None:
-        """The channel layer delivers at most once, and a worker that dies between storing events
-        and streaming them never streams them: after ``CATCH_UP_S`` without a live event, the stored
-        ones this client lacks are sent, until the run's end has been."""
-        loop = asyncio.get_running_loop()
-        while not self.ended:
-            await asyncio.sleep(max(self.heard + CATCH_UP_S - loop.time(), 0.05))
-            if loop.time() - self.heard < CATCH_UP_S:
-                continue
-            self.heard = loop.time()
-            async with self.sending:
-                await self._send_stored()
 
 
 class WorkflowRunsConsumer(_AuthenticatedConsumer):
@@ -215,10 +241,6 @@ class WorkflowRunsConsumer(_AuthenticatedConsumer):
         await self.send(text_data=message["text"])
 
 
-def _visible_run(user, run_id) -> Run | None:
-    return runs_for_user(user=user).filter(pk=run_id).only("pk", "workflow_id").first()
-
-
 def _visible_workflow(user, workflow_id) -> bool:
     return workflows_for_user(user=user, roles=CAN_VIEW).filter(pk=workflow_id).exists()
 
@@ -228,27 +250,14 @@ def _envelope(message_type: str, *, run, seq: int, data) -> dict:
     return {"type": message_type, "run": str(run) if run else None, "node": None, "seq": seq, "at": at, "data": data}
 
 
-def _user_and_run(credentials, run_id) -> tuple:
+def _connect_reads(credentials, run_id, after: int | None) -> tuple:
+    """(the user or None, the run's snapshot or None if the user may not see it, the stored events after ``after``)."""
     user = _user_for(credentials)
-    return user, (_visible_run(user, run_id) if user is not None else None)
-
-
-def _snapshot_and_events(run_id, after: int | None) -> tuple[dict, list[dict]]:
-    return _snapshot(run_id), ([] if after is None else events_after(run_id, after))
-
-
-def _snapshot(run_id) -> dict:
-    run = Run.objects.prefetch_related("tasks").get(pk=run_id)
-    return _envelope("snapshot", run=run.pk, seq=run.last_seq, data=RunSerializer(run).data)
-
-
-def events_after(run_id, seq: int) -> list[dict]:
-    return [
-        live.event_message(
-            run_id=run_id, seq=event.seq, event_type=event.type, node_id=event.node_id, data=event.data, at=event.at
-        )
-        for event in RunEvent.objects.filter(run_id=run_id, seq__gt=seq).order_by("seq")[:REPLAY_BATCH]
-    ]
+    run = None if user is None else runs_for_user(user=user).prefetch_related("tasks").filter(pk=run_id).first()
+    if run is None:
+        return user, None, []
+    snapshot = _envelope("snapshot", run=run.pk, seq=run.last_seq, data=RunSerializer(run).data)
+    return user, snapshot, ([] if after is None else live.events_after(run_id, after))
 
 
 def _workflow_snapshot(workflow_id) -> dict:

@@ -32,7 +32,7 @@ from websockets.exceptions import WebSocketException
 from tests.engine.conftest import chain, end, node, start
 from tests.factories import UserFactory
 from tests.threads import in_thread
-from workflows.consumers import CATCH_UP_S
+from workflows.execution.fanout import CATCH_UP_S
 from workflows.models import Run, RunEvent, RunStatus, Task, TaskStatus
 
 from .cluster import Deployment, Server

@@ -246,10 +246,10 @@ async def test_a_follower_left_without_live_events_gets_the_stored_ones_until_th
     streaming it leaves the client waiting: after CATCH_UP_S of silence it reads what it lacks."""
     from django.utils import timezone
 
-    from workflows import consumers
+    from workflows.execution import fanout
     from workflows.models import RunEvent
 
-    monkeypatch.setattr(consumers, "CATCH_UP_S", 0.2)
+    monkeypatch.setattr(fanout, "CATCH_UP_S", 0.2)
     run, _, token = await make_run()
     communicator = await connect(f"/ws/runs/{run.pk}/?token={token}")
     assert (await communicator.receive_json_from(timeout=2))["seq"] == 0

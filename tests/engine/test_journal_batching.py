@@ -165,7 +165,7 @@ def test_parallel_branches_are_stored_gapless_and_streamed_in_seq_order():
         received = []
         while not received or received[-1]["type"] in ("run.started",) or not received[-1]["type"].startswith("run."):
             message = await asyncio.wait_for(layer.receive(channel), timeout=5)
-            received.append(live.unwire(message))
+            received.extend(live.unwire(payload) for payload in live.payloads(message))
         return received
 
     received = asyncio.run(scenario())

@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 OPEN_TASK_STATUSES = (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYING)
 #: How long a non-durable event may wait for others to share its transaction (seconds).
-LINGER_S = 0.005
+LINGER_S = 0.002
 
 #: A batch before the run's end, in one statement: the lease guard moves the run's last_seq, and
 #: the events and the task rows are written only through the row it returned (none: nothing is).
@@ -247,8 +247,8 @@ class DatabaseJournal:
                 self._waiters.clear()
                 return
             self.committed = batch[-1].seq
-            for entry in batch:
-                self._outbox.put_nowait(
+            self._outbox.put_nowait(
+                [
                     live.event_message(
                         run_id=self.run_id,
                         seq=entry.seq,
@@ -257,7 +257,9 @@ class DatabaseJournal:
                         data=entry.data,
                         at=entry.at,
                     )
-                )
+                    for entry in batch
+                ]
+            )
             still = []
             for seq, waiter in self._waiters:
                 if seq <= self.committed:
@@ -452,13 +454,24 @@ class DatabaseJournal:
     # --- streaming and closing ---------------------------------------------------------------------
     async def _publish_forever(self) -> None:
         while True:
-            message = await self._outbox.get()
+            messages = await self._outbox.get()
+            taken = 1
+            while not self._outbox.empty():  # behind: what has been committed since goes together
+                messages = messages + self._outbox.get_nowait()
+                taken += 1
             try:
-                await live.publish(workflow_id=self.workflow_id, message=message)
+                await live.publish_batch(workflow_id=self.workflow_id, messages=messages)
             except Exception:  # a client that misses a live event replays it from run_events
-                logger.warning("Could not stream event %s of run %s", message["seq"], message["run"], exc_info=True)
+                logger.warning(
+                    "Could not stream events %s-%s of run %s",
+                    messages[0]["seq"],
+                    messages[-1]["seq"],
+                    messages[0]["run"],
+                    exc_info=True,
+                )
             finally:
-                self._outbox.task_done()
+                for _ in range(taken):
+                    self._outbox.task_done()
             # A client library that swallowed a cancel() must not keep this task waiting forever.
             if asyncio.current_task().cancelling():
                 raise asyncio.CancelledError

@@ -3,8 +3,10 @@
 Every event goes to the group ``run.<run id>``; the run-level ones (``run.*``) also go to
 ``workflow.<workflow id>.runs`` for the pages listing a workflow's runs. A message on the wire
 is ``{"type", "run", "node", "seq", "at", "data"}``. It is encoded to JSON once, when published:
-the channel layer carries ``{"type": "run.event", "seq", "kind", "text"}`` and every listener
-sends ``text`` as it is (200 clients on a run cost one encoding, not 200).
+the channel layer carries ``{"type": "run.event", "run", "seq", "kind", "text"}`` and every listener
+sends ``text`` as it is (200 clients on a run cost one encoding, not 200). Events committed
+together reach a run's group as one ``{"type": "run.events", "events": [...]}`` (``payloads``
+unpacks either).
 
 The in-memory channel layer (embedded mode) belongs to the event loop its consumers wait on;
 the embedded engine runs on a loop of its own, so its sends are handed over to the consumers'
@@ -18,8 +20,11 @@ from datetime import datetime
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 RUN_GROUP = "run.{}"
+#: Stored events are read this many at a time.
+REPLAY_BATCH = 500
 WORKFLOW_RUNS_GROUP = "workflow.{}.runs"
 HANDLER = "run.event"
+BATCH_HANDLER = "run.events"
 
 _consumer_loop: asyncio.AbstractEventLoop | None = None
 
@@ -43,20 +48,59 @@ def event_message(*, run_id, seq: int, event_type: str, node_id: str, data: dict
 
 async def publish(*, workflow_id, message: dict) -> None:
     """Send one event message to its run's group (and the workflow's runs group for run events)."""
+    await publish_batch(workflow_id=workflow_id, messages=[message])
+
+
+async def publish_batch(*, workflow_id, messages: list[dict]) -> None:
+    """Send a run's events, committed together, to its group as one message (``run.events`` when
+    there are several: a server then writes them to each socket at once); the run events also go,
+    one by one, to the workflow's runs group."""
     layer = get_channel_layer()
-    if layer is None:
+    if layer is None or not messages:
         return
-    groups = [RUN_GROUP.format(message["run"])]
-    if message["type"].startswith("run."):
-        groups.append(WORKFLOW_RUNS_GROUP.format(workflow_id))
-    payload = wire(message)
-    for group in groups:
-        await _send(layer, group, payload)
+    payloads = [wire(message) for message in messages]
+    if len(payloads) == 1:
+        await _send(layer, RUN_GROUP.format(messages[0]["run"]), payloads[0])
+    else:
+        await _send(layer, RUN_GROUP.format(messages[0]["run"]), {"type": BATCH_HANDLER, "events": payloads})
+    for payload in payloads:
+        if payload["kind"].startswith("run."):
+            await _send(layer, WORKFLOW_RUNS_GROUP.format(workflow_id), payload)
+
+
+def payloads(message: dict) -> list[dict]:
+    """The event payloads a channel-layer message on a run's group carries (one, or a batch's)."""
+    return message["events"] if message.get("type") == BATCH_HANDLER else [message]
+
+
+def is_final(event_type: str) -> bool:
+    """Whether an event of this type ends its run (``run.succeeded``, ``run.failed``, ``run.cancelled``)."""
+    from workflows.models import RUN_FINAL_STATUSES
+
+    return event_type.startswith("run.") and event_type.removeprefix("run.") in RUN_FINAL_STATUSES
+
+
+def events_after(run_id, seq: int) -> list[dict]:
+    """The run's stored events after ``seq`` (at most ``REPLAY_BATCH``), as event messages."""
+    from workflows.models import RunEvent
+
+    return [
+        event_message(
+            run_id=run_id, seq=event.seq, event_type=event.type, node_id=event.node_id, data=event.data, at=event.at
+        )
+        for event in RunEvent.objects.filter(run_id=run_id, seq__gt=seq).order_by("seq")[:REPLAY_BATCH]
+    ]
 
 
 def wire(message: dict) -> dict:
     """The channel-layer payload of an event message: its JSON text, with what listeners filter on."""
-    return {"type": HANDLER, "seq": message["seq"], "kind": message["type"], "text": json.dumps(message)}
+    return {
+        "type": HANDLER,
+        "run": message["run"],
+        "seq": message["seq"],
+        "kind": message["type"],
+        "text": json.dumps(message),
+    }
 
 
 def unwire(payload: dict) -> dict:
