@@ -372,6 +372,6 @@ def test_runs_waiting_for_a_retry_do_not_hold_up_other_runs(cluster_settings, ow
     assert [run.outputs for run in runs] == [{"status": 0}] * 6
     assert all(metered(run.pk) for run in runs)
     assert requests_to(fake_http, "/status") == 12
-    # All six were waiting at the same moment: on two processes, at least three shared one.
-    assert max(run.started_at for run in runs) < min(run.finished_at for run in runs)
-    assert took < 6, f"six runs of 1.5 s waits took {took:.1f} s"
+    # All six were waiting at the same moment: on two processes, at least three shared one. (No
+    # bound on the wall time: how long six starts take depends on the machine and its load.)
+    assert max(run.started_at for run in runs) < min(run.finished_at for run in runs), f"took {took:.1f} s"
