@@ -15,7 +15,7 @@ from .live import PYTHON, daphne, free_port, live_database, manage, server_env
 pytestmark = pytest.mark.slow
 
 # Per operation in the fuzzing phase; WEFT_SCHEMATHESIS_EXAMPLES overrides.
-MAX_EXAMPLES = int(os.environ.get("WEFT_SCHEMATHESIS_EXAMPLES", 100 if os.environ.get("CI") == "true" else 10))
+MAX_EXAMPLES = int(os.environ.get("WEFT_SCHEMATHESIS_EXAMPLES", 30 if os.environ.get("CI") == "true" else 10))
 
 # The operations are split in groups, each against its own server, so that pytest-xdist can run
 # them side by side. The app API is called with an app's credentials, everything else with a
