@@ -23,9 +23,11 @@ from config.celery import app as celery_app
 from tests.integration.conftest import Process, celery_worker_command, daphne_start
 from tests.integration.conftest import _database_url as test_database_url
 
-#: Engine tunables for every process: a killed worker's runs are resumed within seconds.
+#: Engine tunables for every process: a killed worker's runs are resumed within seconds. The
+#: lease outlasts how long a live worker may be starved on two loaded cores (3 s was not: a live
+#: worker's run was taken over and its in-flight call made a third time).
 ENGINE = {
-    "LEASE_TTL_S": 3.0,
+    "LEASE_TTL_S": 8.0,
     "HEARTBEAT_S": 0.5,
     # The beat's reaper (settings.CELERY_BEAT_SCHEDULE) runs this often.
     "REAPER_INTERVAL_S": 1.0,
