@@ -113,9 +113,14 @@ def test_a_worker_that_lost_its_lease_stops_writing(engine_settings):
     engine_settings(CANCEL_POLL_S=0.05, HEARTBEAT_S=0.05)
     run = make_run(chain(start(), node("nap", "test_sleep", {"seconds": 5}), end()), inputs={})
 
+    def claimed() -> bool:
+        return Run.objects.filter(pk=run.pk, status="running").exclude(lease_owner="").exists()
+
     async def scenario():
         running = asyncio.create_task(run_execute(run_id=run.pk))
-        await asyncio.sleep(0.3)
+        # Stolen once it is held (not after a fixed pause: a slow machine may not have claimed it yet).
+        while not await in_thread(claimed):
+            await asyncio.sleep(0.02)
         await in_thread(lambda: Run.objects.filter(pk=run.pk).update(lease_owner="thief"))
         return await asyncio.wait_for(running, timeout=3)
 
