@@ -216,3 +216,54 @@ def test_iteration_sub_graph_may_read_item_and_the_outer_ancestors():
 def test_reserved_ids():
     graph = chain(start(), node("sys", "template", {"template": "x"}), end())
     assert issues_of(graph) == {("sys", "id")}
+
+
+# --- The cache of validated graphs --------------------------------------------------------------
+
+
+def test_a_graph_validated_again_is_not_checked_again(monkeypatch):
+    from workflows.engine import validation
+
+    graph = copy.deepcopy(VALID)
+    graph["nodes"][1]["config"]["template"] = "{{ ghost.text }}"
+    first = validate_graph(graph)
+    checked = []
+    original = validation._GraphValidator.issues
+    monkeypatch.setattr(validation._GraphValidator, "issues", lambda self: checked.append(1) or original(self))
+    again = validate_graph(copy.deepcopy(graph))
+    assert again == first and len(first) == 1
+    assert checked == []
+    again.clear()  # the caller's list is its own
+    assert validate_graph(graph) == first
+    graph["nodes"][1]["config"]["template"] = "{{ start.city }}"
+    assert validate_graph(graph) == []  # new content: checked
+    assert checked == [1]
+
+
+def test_a_changed_limit_is_applied_to_a_graph_seen_before(settings):
+    graph = copy.deepcopy(VALID)
+    graph["nodes"][1]["error_policy"] = {"retry": {"max_attempts": 5}}
+    assert validate_graph(graph) == []
+    settings.WEFT = {**settings.WEFT, "ENGINE": {**settings.WEFT.get("ENGINE", {}), "RETRY_MAX_ATTEMPTS": 3}}
+    assert issues_of(graph) == {("greet", "error_policy.retry.max_attempts")}
+
+
+def test_a_node_type_registered_later_makes_a_graph_seen_before_valid():
+    from workflows.engine.nodes import NodeType, base, register
+
+    graph = chain(start(), node("x", "test_registered_later"), end())
+    assert issues_of(graph) == {("x", "type")}
+
+    @register
+    class RegisteredLater(NodeType):
+        type = "test_registered_later"
+        config_schema = {"type": "object"}
+
+        async def execute(self, ctx, config):
+            return {}
+
+    try:
+        assert validate_graph(graph) == []
+    finally:
+        del base._registry["test_registered_later"]
+        base.registry_version += 1

@@ -149,6 +149,8 @@ def _field_of(error) -> str:
 
 
 _registry: dict[str, NodeType] = {}
+#: Moves on every registration: what a graph's validation found may no longer hold.
+registry_version = 0
 
 
 def register(cls: type[NodeType]) -> type[NodeType]:
@@ -157,6 +159,8 @@ def register(cls: type[NodeType]) -> type[NodeType]:
     if name in _registry and type(_registry[name]) is not cls:
         raise ValueError(f"Node type {name!r} is registered twice.")
     _registry[name] = cls()
+    global registry_version
+    registry_version += 1
     return cls
 
 
