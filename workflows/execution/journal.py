@@ -141,6 +141,10 @@ class DatabaseJournal:
     async def _call(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
 
+    async def on_thread(self, function):
+        """Call ``function()`` on the run's database thread, with its connection, after what it wrote."""
+        return await self._call(function)
+
     # --- claiming ------------------------------------------------------------------------------
     async def claim(self) -> Run | None:
         """Take the run if it is pending, or running on an expired (or released) lease; None otherwise."""

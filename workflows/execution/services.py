@@ -1,6 +1,6 @@
 """Starting, cancelling, waiting for, executing and reaping runs."""
 
-import asyncio
+import functools
 import logging
 import os
 import socket
@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -164,10 +164,11 @@ async def run_execute(*, run_id: uuid.UUID | str) -> str | None:
                 graph=run.graph, inputs=run.inputs, system=system, journal=observed, resumed=run.dispatch_attempts > 1
             )
             result = await executor.run()
+        if result.status in RUN_FINAL_STATUSES:
+            # Metered on the run's own database thread and connection, once its end is committed.
+            await journal.on_thread(functools.partial(run_usage_record, run_id=run.pk))
     finally:
         await journal.close()
-    if result.status in RUN_FINAL_STATUSES:
-        await asyncio.to_thread(_usage_record_in_thread, run_id=run.pk)
     return result.status
 
 
@@ -256,8 +257,3 @@ def run_usage_record(*, run_id) -> None:
         logger.exception("Could not record the usage of run %s; the run is unaffected.", run_id)
 
 
-def _usage_record_in_thread(*, run_id) -> None:
-    try:
-        run_usage_record(run_id=run_id)
-    finally:
-        connection.close()

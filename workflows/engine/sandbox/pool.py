@@ -281,7 +281,7 @@ class SandboxPool:
             if self._closed:
                 raise SandboxUnavailable("The code sandbox is shut down.")
             while self._idle:
-                worker = self._idle.pop()
+                worker = self._idle.pop(0)
                 if worker.alive():
                     return worker, False
                 self._count -= 1
