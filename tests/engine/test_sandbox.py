@@ -22,7 +22,7 @@ from workflows.engine.sandbox import (
     run_code,
     shutdown,
 )
-from workflows.engine.sandbox.pool import DEFAULTS
+from workflows.engine.sandbox.pool import DEFAULTS, SandboxPool
 
 PROJECT_FILE = Path(__file__).resolve().parents[2] / "manage.py"
 UID_BASE = DEFAULTS["SANDBOX_UID_BASE"]
@@ -248,6 +248,22 @@ async def test_workers_stay_warm_and_are_reused():
     assert len(workers) <= 3
     # 40 x 10 ms of sleep is 0.4 s; starting an interpreter per call would add 40 x 50-200 ms.
     assert elapsed < 2.0, f"40 warm calls took {elapsed:.2f} s"
+
+
+async def test_the_worker_idle_longest_is_handed_out_first():
+    # The one released last is still reaping its child and forking the next: a chain of code
+    # nodes would wait for it at every node.
+    pool = SandboxPool(max_workers=2, min_idle=0, require_isolation=True)
+    try:
+        first, second = await pool.acquire(), await pool.acquire()
+        pool.release(first)
+        pool.release(second)
+        assert await pool.acquire() is first
+        assert await pool.acquire() is second
+    finally:
+        for worker in (first, second):
+            worker.kill()
+        pool.close()
 
 
 async def test_cancelling_a_call_kills_its_worker_and_the_code():

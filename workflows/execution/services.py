@@ -255,5 +255,3 @@ def run_usage_record(*, run_id) -> None:
         usage_record_for_run(run_id=run_id)
     except Exception:
         logger.exception("Could not record the usage of run %s; the run is unaffected.", run_id)
-
-
