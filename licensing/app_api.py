@@ -34,7 +34,7 @@ from config.rate_limits import rate_limit_hit
 from history.memory import memory_rounds_for_app
 from workflows.execution import live
 from workflows.execution import services as execution
-from workflows.models import RUN_FINAL_STATUSES, ReleaseChannel, Run, RunTrigger, Workflow
+from workflows.models import ReleaseChannel, Run, RunTrigger, Workflow
 from workflows.releases.selectors import flow_latest_released
 from workflows.serializers import RunSerializer
 
@@ -51,7 +51,6 @@ DEFAULT_APP_RATE_LIMIT_PER_MINUTE = 600
 #: Seconds of silence after which an event stream sends a comment, so that proxies keep it open.
 SSE_HEARTBEAT_S = 15.0
 SSE_FINAL_EVENT = "run.finished"
-_FINAL_EVENT_TYPES = frozenset(f"run.{status}" for status in RUN_FINAL_STATUSES)
 
 
 def app_rate_limit_check(*, app: App) -> None:
@@ -118,7 +117,7 @@ async def run_event_stream(*, run_id, heartbeat_s: float = SSE_HEARTBEAT_S) -> A
                 for event in stored:
                     last_seq = event["seq"]
                     yield _sse_frame(event=event["type"], data=event, seq=last_seq)
-                    if event["type"] in _FINAL_EVENT_TYPES:
+                    if event["type"] in live.FINAL_EVENT_TYPES:
                         yield await _final_frame(run_id)
                         return
                 if len(stored) < live.REPLAY_BATCH:
@@ -140,7 +139,7 @@ async def run_event_stream(*, run_id, heartbeat_s: float = SSE_HEARTBEAT_S) -> A
                         break
                     last_seq = payload["seq"]
                     yield _sse_frame(event=payload["kind"], text=payload["text"], seq=last_seq)
-                    if payload["kind"] in _FINAL_EVENT_TYPES:
+                    if payload["kind"] in live.FINAL_EVENT_TYPES:
                         yield await _final_frame(run_id)
                         return
                 if gap:

@@ -19,12 +19,16 @@ from datetime import datetime
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
+from workflows.models import RUN_FINAL_STATUSES
+
 RUN_GROUP = "run.{}"
 #: Stored events are read this many at a time.
 REPLAY_BATCH = 500
 WORKFLOW_RUNS_GROUP = "workflow.{}.runs"
 HANDLER = "run.event"
 BATCH_HANDLER = "run.events"
+#: The types of the events that end a run.
+FINAL_EVENT_TYPES = frozenset(f"run.{status}" for status in RUN_FINAL_STATUSES)
 
 _consumer_loop: asyncio.AbstractEventLoop | None = None
 
@@ -75,9 +79,7 @@ def payloads(message: dict) -> list[dict]:
 
 def is_final(event_type: str) -> bool:
     """Whether an event of this type ends its run (``run.succeeded``, ``run.failed``, ``run.cancelled``)."""
-    from workflows.models import RUN_FINAL_STATUSES
-
-    return event_type.startswith("run.") and event_type.removeprefix("run.") in RUN_FINAL_STATUSES
+    return event_type in FINAL_EVENT_TYPES
 
 
 def events_after(run_id, seq: int) -> list[dict]:
