@@ -112,12 +112,25 @@ def _check(result: int, what: str) -> None:
         raise OSError(errno, f"{what}: {os.strerror(errno)}")
 
 
+def write_frames(fd: int, *frames: bytes | bytearray) -> None:
+    """Write ``frames`` in one system call where the pipe takes them (one wake-up of the reader).
+
+    Headers and bodies are handed over as separate buffers: joining them would leave a copy of
+    a body that nobody wipes."""
+    parts = [memoryview(part) for frame in frames for part in (struct.pack(">I", len(frame)), frame)]
+    while parts:
+        written = os.writev(fd, parts)
+        while parts and written >= len(parts[0]):
+            written -= len(parts[0])
+            parts.pop(0)
+        if parts and written:
+            parts[0] = parts[0][written:]
+        while parts and not len(parts[0]):
+            parts.pop(0)
+
+
 def write_frame(fd: int, data: bytes | bytearray) -> None:
-    # Header and body apart: joining them would leave a copy of the body that nobody wipes.
-    for part in (struct.pack(">I", len(data)), data):
-        view = memoryview(part)
-        while view:
-            view = view[os.write(fd, view) :]
+    write_frames(fd, data)
 
 
 def send(message: dict) -> None:
@@ -228,8 +241,7 @@ class Worker:
         child = self.child
         started = time.monotonic()
         with contextlib.suppress(BrokenPipeError):  # the child is gone: _wait reports how it ended
-            write_frame(child.request_w, json.dumps(limits).encode())
-            write_frame(child.request_w, payload)
+            write_frames(child.request_w, json.dumps(limits).encode(), payload)
         status, result = self._wait(child, started + float(limits["wall_s"]), limits)
         status["wall_s"] = round(time.monotonic() - started, 4)
         return status, result
@@ -447,9 +459,7 @@ def main() -> None:
             finally:
                 wipe(payload)
             output = worker.output()
-            send(status)
-            write_frame(1, result or b"")
-            write_frame(1, output)
+            write_frames(1, json.dumps(status).encode(), result or b"", output)
             wipe(result)
             wipe(output)
             worker.recycle()
