@@ -13,9 +13,17 @@ if get_node_type("bench_noop") is None:
         type = "bench_noop"
         config_schema = {"type": "object"}
         outputs = frozenset()
+        effects = False
 
         async def execute(self, ctx: NodeContext, config: dict) -> dict:
             return {}
+
+    @register
+    class NoopWithEffects(Noop):
+        """Does nothing, but is treated as acting outside the run: its inputs and outcome are stored first."""
+
+        type = "bench_noop_effects"
+        effects = True
 
     @register
     class Sleep(NodeType):
@@ -39,8 +47,8 @@ def chain(kinds: list[tuple[str, dict]]) -> dict:
     return {"nodes": nodes, "edges": edges}
 
 
-def noop_chain(length: int) -> dict:
-    return chain([("bench_noop", {})] * length)
+def noop_chain(length: int, *, effects: bool = False) -> dict:
+    return chain([("bench_noop_effects" if effects else "bench_noop", {})] * length)
 
 
 def template_chain(length: int) -> dict:

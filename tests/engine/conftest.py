@@ -58,6 +58,28 @@ if get_node_type("test_flaky") is None:
             return {"slept": config.get("seconds", 0)}
 
     @register
+    class Probe(NodeType):
+        """Acts outside the run (as a request would): returns the nodes whose success its run has stored."""
+
+        type = "test_probe"
+        config_schema = {"type": "object"}
+        outputs = frozenset({"stored"})
+
+        async def execute(self, ctx: NodeContext, config: dict) -> dict:
+            def read() -> list[str]:
+                from django.db import connection
+
+                from workflows.models import RunEvent
+
+                try:
+                    stored = RunEvent.objects.filter(run_id=ctx.run_id, type="node.succeeded")
+                    return sorted(stored.values_list("node_id", flat=True))
+                finally:
+                    connection.close()
+
+            return {"stored": await asyncio.to_thread(read)}
+
+    @register
     class Delta(NodeType):
         """Streams ``parts`` as node.delta events, then returns them joined."""
 

@@ -5,7 +5,8 @@ import asyncio
 import pytest
 
 from tests.engine.conftest import EXECUTIONS, chain, edge, end, execute, node, start, timeline
-from workflows.engine.journal import TaskRecord
+from workflows.engine.executor import RunExecutor
+from workflows.engine.journal import MemoryJournal, TaskRecord
 
 BRANCHES = {
     "nodes": [
@@ -358,3 +359,37 @@ async def test_an_invalid_graph_fails_the_run_with_its_issues():
 async def test_seq_increases_by_one():
     _, journal = await execute(BRANCHES, {"t": 1}, run_id="seq")
     assert [event["seq"] for event in journal.events] == list(range(1, len(journal.events) + 1))
+
+
+class _DurabilityLog(MemoryJournal):
+    """Notes each flush and each outcome recorded, with whether it had to be stored at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.log: list[tuple] = []
+
+    async def record(self, event_type, node_id, data, task=None, *, durable=False):
+        if event_type in ("node.started", "node.succeeded", "node.failed"):
+            self.log.append((event_type, node_id, durable))
+        await super().record(event_type, node_id, data, task, durable=durable)
+
+    async def flush(self):
+        self.log.append(("flush",))
+
+
+async def test_only_a_node_with_effects_waits_for_what_came_before_it_and_has_its_outcome_stored_at_once():
+    graph = chain(start(), node("greet", "template", {"template": "hi"}), node("count", "test_flaky"), end())
+    journal = _DurabilityLog()
+    result = await RunExecutor(graph=graph, inputs={}, system={"run_id": "durability"}, journal=journal).run()
+    assert result.status == "succeeded"
+    assert journal.log == [
+        ("node.started", "start", False),
+        ("node.succeeded", "start", False),
+        ("node.started", "greet", False),
+        ("node.succeeded", "greet", False),
+        ("flush",),  # before the node with effects starts: start's and greet's outcomes are stored
+        ("node.started", "count", False),
+        ("node.succeeded", "count", True),
+        ("node.started", "end", False),
+        ("node.succeeded", "end", False),
+    ]

@@ -9,6 +9,7 @@ from django.utils import timezone
 from tests.engine.conftest import EXECUTIONS, chain, edge, end, node, start
 from tests.factories import RunFactory, TaskFactory, UserFactory, WorkflowFactory
 from tests.threads import in_thread
+from workflows.execution import journal as journal_module
 from workflows.execution.services import run_cancel, run_execute, runs_reap
 from workflows.models import Run, RunEvent, Task
 
@@ -98,6 +99,22 @@ def test_resume_after_a_crash_does_not_execute_succeeded_nodes_again():
     assert [node_id for kind, node_id in events if kind == "node.started"] == ["start", "end"]
     seqs = list(RunEvent.objects.filter(run=run).order_by("seq").values_list("seq", flat=True))
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_a_node_with_effects_executes_only_once_what_came_before_it_is_stored(monkeypatch):
+    # greet is a computation: its success may wait for company (here: for a whole second); the
+    # probe acts outside the run.
+    monkeypatch.setattr(journal_module, "LINGER_S", 1.0)
+    graph = chain(
+        start("city"),
+        node("greet", "template", {"template": "Weather for {{ start.city }}"}),
+        node("probe", "test_probe"),
+        end(stored="{{ probe.stored }}"),
+    )
+    run = make_run(graph)
+    assert run_now(run) == "succeeded"
+    run.refresh_from_db()
+    assert run.outputs == {"stored": ["greet", "start"]}
 
 
 def test_a_run_held_by_a_live_worker_is_not_claimed():

@@ -12,9 +12,15 @@ A node's attempt runs under its timeout; a failure is retried after the policy's
 node's ``on_failure`` decides: ``fail`` ends the run, ``continue`` yields ``default_output``
 (plus ``error``), ``skip`` kills its outgoing edges, ``branch`` takes its ``error`` edges.
 
-A node's outcome (``node.succeeded`` / ``node.failed``) is recorded ``durable``: the journal
-returns only once it is stored, so nothing that depends on it starts, and the run does not end,
-before it would survive a crash. Other events may be stored a moment later, in one go.
+Durability follows what a node does outside the run (``NodeType.effects``), as a write-ahead
+log does: before a node with effects (a request, a model or tool call) executes, everything
+recorded before it is stored (``journal.flush``), and its outcome is recorded ``durable`` (stored
+before the run goes on), so a crash never makes it act again on inputs that were not kept, nor
+act again once it succeeded. A node without effects (start, template, condition, code in the
+sandbox, aggregator, iteration, end) is a computation: its events are stored a moment later,
+together with others (group commit), and a crash that loses its outcome only means it is
+computed again on resume. A failure is always recorded ``durable``, and the run's end is stored
+with everything before it.
 
 Node executions recorded by an earlier attempt of the run (a crashed worker) as succeeded,
 skipped or handled failures are not executed again: their outcome is replayed silently.
@@ -239,6 +245,8 @@ class RunExecutor:
         first = (earlier.attempt if earlier else 0) + 1
         extra = {"scope": scope} if scope else {}
         attempt = first
+        if node_type.effects:
+            await self.journal.flush()
         while True:
             change = TaskChange(node.id, scope, node.type, node.name, RUNNING, attempt, started=True)
             await self.journal.record("node.started", node.id, {"attempt": attempt, "type": node.type, **extra}, change)
@@ -262,7 +270,7 @@ class RunExecutor:
             duration_ms = round((time.monotonic() - started) * 1000, 3)
             change = TaskChange(node.id, scope, node.type, node.name, SUCCEEDED, attempt, output=output, finished=True)
             data = {"attempt": attempt, "output": output, "duration_ms": duration_ms, **extra}
-            await self.journal.record("node.succeeded", node.id, data, change, durable=True)
+            await self.journal.record("node.succeeded", node.id, data, change, durable=node_type.effects)
             return self._success(node_type, node, output)
 
     async def _attempt(self, node_type, node, policy, *, scope, attempt, variables) -> dict:

@@ -49,6 +49,9 @@ class Journal(Protocol):
         is stored before this returns.
         """
 
+    async def flush(self) -> None:
+        """Return once every event recorded so far is stored."""
+
     async def finish(self, status: str, *, outputs: dict | None, error: str, data: dict) -> None:
         """End the run with ``status`` and its final event, stored (with all before it) before this returns."""
 
@@ -79,6 +82,9 @@ class MemoryJournal:
         )
         if task is not None:
             self.tasks[(task.scope, task.node_id)] = task
+
+    async def flush(self) -> None:
+        return None  # everything is "stored" as it is recorded
 
     async def finish(self, status: str, *, outputs: dict | None, error: str, data: dict) -> None:
         self.status, self.outputs, self.error = status, outputs, error

@@ -7,13 +7,14 @@ events in one INSERT, each touched task row once, and ``Run.last_seq`` moved fro
 ``seq`` of the batch to its last by one UPDATE guarded by the lease), so a worker that lost the
 run to another cannot write and ``seq`` has neither gaps nor duplicates.
 
-A queued event waits at most :data:`LINGER_S` for company. ``record(..., durable=True)`` (a
-node's success or failure, which the executor reports that way) and ``finish`` commit at once
-and return only once their batch is committed: what the executor does next (start a node that
-depends on it, end the run) therefore never happens before the outcome is durable, and a node
-that succeeded is never executed again. A crash loses at most the last ``LINGER_S`` of
-non-durable events (a ``node.started`` whose node was not done yet: it is started again on
-resume). Events are streamed after their batch commits, in ``seq`` order, by one publisher task.
+A queued event waits at most :data:`LINGER_S` for company. ``record(..., durable=True)`` (the
+outcome of a node with effects outside the run, any node's failure), ``flush`` (before such a
+node executes) and ``finish`` commit at once and return only once their batch is committed: a
+node with effects therefore never acts on what a crash could lose, and a node whose success
+was stored is never executed again. A crash loses at most the last ``LINGER_S`` of non-durable
+events (a ``node.started`` whose node was not done yet, the outcome of a computation such as a
+template or code node: they run again on resume). Events are streamed after their batch
+commits, in ``seq`` order, by one publisher task.
 
 On PostgreSQL the batches before the run's end commit without waiting for the WAL flush (unless
 ``JOURNAL_SYNCHRONOUS_COMMIT``): a worker's crash loses nothing committed, a crash of the

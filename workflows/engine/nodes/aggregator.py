@@ -14,6 +14,7 @@ from .base import NodeContext, NodeType, register
 @register
 class Aggregator(NodeType):
     type = "aggregator"
+    effects = False
     description = "Join branches: pick or collect the values of those that ran."
     config_schema = {
         "type": "object",

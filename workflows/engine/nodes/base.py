@@ -92,6 +92,11 @@ class NodeType:
     description: ClassVar[str] = ""
     config_schema: ClassVar[dict] = {"type": "object"}
     outputs: ClassVar[frozenset[str] | None] = None
+    #: Whether executing it acts outside the run (a request, a model or tool call). Before such a
+    #: node executes, everything the run recorded before it is stored, and its outcome is stored
+    #: before the run goes on. A node without effects (a computation) is simply executed again if
+    #: a crash loses its outcome, so the run does not wait for the disk around it.
+    effects: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -31,6 +31,7 @@ def _defines_main(tree: ast.Module) -> bool:
 @register
 class Code(NodeType):
     type = "code"
+    effects = False
     description = "Run Python (def main(**inputs) -> dict) in an isolated sandbox."
     config_schema = {
         "type": "object",

@@ -46,6 +46,7 @@ OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
 @register
 class Condition(NodeType):
     type = "condition"
+    effects = False
     description = "Branch: the first case whose conditions hold, else `else`."
     config_schema = {
         "type": "object",

@@ -6,6 +6,7 @@ from .base import NodeContext, NodeType, register
 @register
 class End(NodeType):
     type = "end"
+    effects = False
     description = "Where a run ends: what it returns."
     config_schema = {
         "type": "object",

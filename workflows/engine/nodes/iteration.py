@@ -30,6 +30,7 @@ ITEM_VARIABLES = frozenset({"item", "index"})
 @register
 class Iteration(NodeType):
     type = "iteration"
+    effects = False
     description = "Map a sub-graph over a list."
     config_schema = {
         "type": "object",

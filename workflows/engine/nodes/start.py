@@ -19,6 +19,7 @@ _TYPE_CHECKS = {
 @register
 class Start(NodeType):
     type = "start"
+    effects = False
     description = "Where a run begins: its declared inputs."
     config_schema = {
         "type": "object",

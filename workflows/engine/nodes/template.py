@@ -6,6 +6,7 @@ from .base import NodeContext, NodeType, register
 @register
 class Template(NodeType):
     type = "template"
+    effects = False
     description = "Render a Jinja2 template (sandboxed)."
     config_schema = {
         "type": "object",
