@@ -231,7 +231,8 @@ def test_a_graph_validated_again_is_not_checked_again(monkeypatch):
     original = validation._GraphValidator.issues
     monkeypatch.setattr(validation._GraphValidator, "issues", lambda self: checked.append(1) or original(self))
     again = validate_graph(copy.deepcopy(graph))
-    assert again == first and len(first) == 1
+    assert again == first
+    assert len(first) == 1
     assert checked == []
     again.clear()  # the caller's list is its own
     assert validate_graph(graph) == first
