@@ -372,7 +372,10 @@ class Worker:
             with contextlib.suppress(OSError, ValueError):
                 stream.flush()
         write_frame(RESULT_FD, reply)
-        os._exit(0)
+        # Wait for the worker's SIGKILL rather than exit: tearing down the address space takes
+        # about a millisecond, and the worker, woken on this CPU by the write, would wait for it.
+        while True:
+            signal.pause()
 
 
 class Child:
