@@ -8,12 +8,10 @@ nothing else was for 15 seconds.
 """
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.http import StreamingHttpResponse
 from django.urls import reverse
@@ -102,15 +100,8 @@ async def run_event_stream(*, run_id, heartbeat_s: float = SSE_HEARTBEAT_S) -> A
     one), and every heartbeat, send it back to the stored events, so nothing is missed.
     """
     live.bind_consumer_loop(asyncio.get_running_loop())
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    group = live.RUN_GROUP.format(run_id)
-    await layer.group_add(group, channel)
-    # One receive at a time, kept across heartbeats: cancelling a receive is how a channel layer
-    # learns that the channel is gone (the pub/sub layer then drops its subscription).
-    receiver: asyncio.Future | None = None
     last_seq = 0
-    try:
+    async with live.run_listening(run_id) as listener:
         while True:
             while True:
                 stored = await database_sync_to_async(live.events_after)(run_id, last_seq)
@@ -123,13 +114,10 @@ async def run_event_stream(*, run_id, heartbeat_s: float = SSE_HEARTBEAT_S) -> A
                 if len(stored) < live.REPLAY_BATCH:
                     break
             while True:
-                if receiver is None:
-                    receiver = asyncio.ensure_future(layer.receive(channel))
-                done, _ = await asyncio.wait({receiver}, timeout=heartbeat_s)
-                if not done:
+                message = await listener.receive(heartbeat_s)
+                if message is None:
                     yield b": keep-alive\n\n"
                     break
-                message, receiver = receiver.result(), None
                 gap = False
                 for payload in live.payloads(message):
                     if payload["seq"] <= last_seq:
@@ -144,14 +132,6 @@ async def run_event_stream(*, run_id, heartbeat_s: float = SSE_HEARTBEAT_S) -> A
                         return
                 if gap:
                     break
-    finally:
-        await layer.group_discard(group, channel)
-        if receiver is None:
-            receiver = asyncio.ensure_future(layer.receive(channel))
-            await asyncio.sleep(0)  # let it start, so that its cancellation runs the layer's cleanup
-        receiver.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await receiver
 
 
 class IsApp(BasePermission):

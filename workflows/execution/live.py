@@ -14,7 +14,9 @@ loop (which a consumer registers on connect). channels_redis needs no such care.
 """
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from datetime import datetime
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
@@ -117,3 +119,50 @@ async def _send(layer, group: str, payload: dict) -> None:
         await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(layer.group_send(group, payload), loop))
         return
     await layer.group_send(group, payload)
+
+
+class RunListener:
+    """A channel in a run's group (see :func:`run_listening`): ``receive`` waits for its next message.
+
+    One receive is in flight at a time and kept across timeouts: cancelling a receive is how a
+    channel layer learns that the channel is gone (the pub/sub layer then drops its subscription).
+    """
+
+    def __init__(self, layer, channel: str):
+        self.layer = layer
+        self.channel = channel
+        self._receiver: asyncio.Future | None = None
+
+    async def receive(self, timeout: float) -> dict | None:
+        """The next message, or None after ``timeout`` seconds without one."""
+        if self._receiver is None:
+            self._receiver = asyncio.ensure_future(self.layer.receive(self.channel))
+        done, _ = await asyncio.wait({self._receiver}, timeout=timeout)
+        if not done:
+            return None
+        receiver, self._receiver = self._receiver, None
+        return receiver.result()
+
+    async def close(self) -> None:
+        receiver = self._receiver
+        if receiver is None:
+            receiver = asyncio.ensure_future(self.layer.receive(self.channel))
+            await asyncio.sleep(0)  # let it start, so that its cancellation runs the layer's cleanup
+        receiver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receiver
+
+
+@contextlib.asynccontextmanager
+async def run_listening(run_id) -> AsyncIterator[RunListener]:
+    """Join the run's group for the block: read what is stored after joining, then what comes."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    group = RUN_GROUP.format(run_id)
+    await layer.group_add(group, channel)
+    listener = RunListener(layer, channel)
+    try:
+        yield listener
+    finally:
+        await layer.group_discard(group, channel)
+        await listener.close()

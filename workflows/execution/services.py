@@ -1,14 +1,15 @@
 """Starting, cancelling, waiting for, executing and reaping runs."""
 
+import asyncio
 import functools
 import logging
 import os
 import socket
-import time
 import uuid
 from datetime import timedelta
 
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -129,16 +130,48 @@ def run_cancel(*, run: Run, user) -> Run:
 
 
 def run_wait(*, run: Run, timeout: float | None = None) -> Run:
-    """Wait (polling, at most ``timeout`` seconds) until ``run`` has finished; return it refreshed."""
+    """Wait (at most ``timeout`` seconds) until ``run`` has finished; return it refreshed."""
     timeout = engine_settings.WAIT_TIMEOUT_S if timeout is None else timeout
-    deadline = time.monotonic() + timeout
-    pause = 0.02
-    while True:
-        run.refresh_from_db()
-        if run.is_finished or time.monotonic() >= deadline:
-            return run
-        time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
-        pause = min(pause * 2, 0.5)
+    async_to_sync(run_end_awaited)(run_id=run.pk, timeout=timeout)
+    run.refresh_from_db()
+    return run
+
+
+#: How often a wait reads the run's status, at most (it starts at 20 ms and doubles up to this).
+WAIT_CHECK_MAX_S = 1.0
+
+
+async def run_end_awaited(*, run_id, timeout: float) -> bool:
+    """Whether the run finished within ``timeout`` seconds (returns as soon as it does).
+
+    The run's final event comes through its channel-layer group the moment it is committed. The
+    layer may drop a message, so the run's status is also read: at once, after joining the
+    group, then at growing intervals.
+    """
+    loop = asyncio.get_running_loop()
+    live.bind_consumer_loop(loop)
+    deadline = loop.time() + timeout
+    finished = database_sync_to_async(_run_is_finished)
+    async with live.run_listening(run_id) as listener:
+        pause = 0.02
+        check_at = loop.time()
+        while True:
+            now = loop.time()
+            if now >= check_at:
+                if await finished(run_id):
+                    return True
+                check_at = loop.time() + pause
+                pause = min(pause * 2, WAIT_CHECK_MAX_S)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            message = await listener.receive(max(0.0, min(check_at, deadline) - loop.time()))
+            if message is not None and any(live.is_final(payload["kind"]) for payload in live.payloads(message)):
+                return True
+
+
+def _run_is_finished(run_id) -> bool:
+    return Run.objects.filter(pk=run_id, status__in=RUN_FINAL_STATUSES).exists()
 
 
 def worker_name() -> str:
