@@ -252,6 +252,15 @@ class DatabaseJournal:
                 self._waiters.clear()
                 return
             self.committed = batch[-1].seq
+            # The waiters first: the executor goes on before the publisher encodes the batch.
+            still = []
+            for seq, waiter in self._waiters:
+                if seq <= self.committed:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                else:
+                    still.append((seq, waiter))
+            self._waiters = still
             self._outbox.put_nowait(
                 [
                     live.event_message(
@@ -265,14 +274,6 @@ class DatabaseJournal:
                     for entry in batch
                 ]
             )
-            still = []
-            for seq, waiter in self._waiters:
-                if seq <= self.committed:
-                    if not waiter.done():
-                        waiter.set_result(None)
-                else:
-                    still.append((seq, waiter))
-            self._waiters = still
 
     def _write(self, batch: list[_Entry]) -> None:
         final = batch[-1].final

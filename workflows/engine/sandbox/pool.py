@@ -165,14 +165,6 @@ class SandboxWorker:
 
     async def call(self, *, limits: dict, payload: bytes, timeout_s: float) -> tuple[dict, bytes, bytes]:
         """One call: (status, the child's result frame, what it printed), awaited on the running loop."""
-        try:
-            for frame in (json.dumps(limits).encode(), payload):
-                self.process.stdin.write(struct.pack(">I", len(frame)))
-                self.process.stdin.write(frame)
-            self.process.stdin.flush()
-        except (BrokenPipeError, ValueError, OSError) as exc:
-            raise _WorkerLost(f"the worker is gone ({exc})") from exc
-        self.calls += 1
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[list[bytes]] = loop.create_future()
         fd = self.process.stdout.fileno()
@@ -198,8 +190,18 @@ class SandboxWorker:
             if len(frames) == 3 and not answer.done():
                 answer.set_result(frames)
 
+        # Listening first, the request last: the worker, woken by it (often on this CPU), then
+        # does not wait for this thread to finish setting up.
         loop.add_reader(fd, on_readable)
         try:
+            try:
+                for frame in (json.dumps(limits).encode(), payload):
+                    self.process.stdin.write(struct.pack(">I", len(frame)))
+                    self.process.stdin.write(frame)
+                self.process.stdin.flush()
+            except (BrokenPipeError, ValueError, OSError) as exc:
+                raise _WorkerLost(f"the worker is gone ({exc})") from exc
+            self.calls += 1
             async with asyncio.timeout(timeout_s):
                 status, result, output = await answer
         except TimeoutError as exc:
