@@ -45,7 +45,9 @@ def run(ctx) -> list[dict]:
             row["ok"] = row["value"] < rows[-1]["value"]
             row["target"] = rows[-1]["value"]  # below celery_roundtrip_ms
     rows.append(chain40(ctx, workflow))
-    gaps = node_gaps(execute(workflow, _graphs.noop_chain(1000)))
+    # Each node committed on its own (a node with effects): the per-node database work is in the
+    # figure, and it is large enough (~2 ms) for the ratio not to be one of timer noise.
+    gaps = node_gaps(execute(workflow, _graphs.noop_chain(1000, effects=True)))
     begin, finish = ctx.median(gaps[10:110]), ctx.median(gaps[-100:])
     rows.append(
         ctx.result(
@@ -53,7 +55,7 @@ def run(ctx) -> list[dict]:
             finish / begin,
             "ratio",
             target=1.2,
-            note=f"median per node {begin:.3f} ms (nodes 10-110) → {finish:.3f} ms (last 100)",
+            note=f"nodes with effects, median per node {begin:.3f} ms (nodes 10-110) → {finish:.3f} ms (last 100)",
         )
     )
     rows.append(start150(ctx))
