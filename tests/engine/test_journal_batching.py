@@ -1,9 +1,10 @@
 """The database journal's group commit: fewer transactions, same guarantees.
 
-A node's success is stored before anything after it starts, so a worker killed between two
-batches loses at most events of nodes that had not finished, and the resumed run executes no
-succeeded node again; ``seq`` stays gapless across batches and resumes; events are streamed in
-``seq`` order once stored.
+The outcome of a node with effects is stored before anything after it starts, so a worker
+killed between two batches loses at most events of nodes that had not finished (or of
+computations, which run again), and the resumed run executes no stored success again;
+``seq`` stays gapless across batches and resumes; events are streamed in ``seq`` order once
+stored.
 """
 
 import asyncio
@@ -127,6 +128,46 @@ def test_a_durable_record_returns_once_it_and_everything_before_it_is_stored():
     assert run.last_seq == 7
 
 
+def test_the_runs_end_closes_the_tasks_left_open_those_of_its_own_batch_too():
+    run = make_run(chain(start(), end()))
+
+    def change(node_id: str, status: str, **kwargs) -> TaskChange:
+        return TaskChange(node_id, "", "test_sleep", node_id, status, 1, **kwargs)
+
+    async def scenario():
+        journal = DatabaseJournal(run_id=run.pk, owner="worker")
+        await journal.claim()
+        try:
+            await journal.record("node.started", "a", {}, change("a", "running", started=True))
+            await journal.record("node.started", "b", {}, change("b", "running", started=True))
+            await journal.record("node.started", "c", {}, change("c", "running", started=True))
+            done = change("b", "succeeded", output={"slept": 0}, finished=True)
+            await journal.record("node.succeeded", "b", {}, done, durable=True)
+            # The final batch: a row it creates (d) and one it changes (c) are open; a is open
+            # from the batch before.
+            await journal.record("node.started", "d", {}, change("d", "running", started=True))
+            await journal.record("node.retrying", "c", {}, change("c", "retrying", error="again"))
+            await journal.finish("cancelled", outputs=None, error="", data={})
+        finally:
+            await journal.close()
+
+    asyncio.run(scenario())
+    tasks = {task.node_id: task for task in Task.objects.filter(run=run)}
+    assert {node_id: task.status for node_id, task in tasks.items()} == {
+        "a": "cancelled",
+        "b": "succeeded",
+        "c": "cancelled",
+        "d": "cancelled",
+    }
+    assert all(task.finished_at is not None for task in tasks.values())
+    assert tasks["c"].error == "again"
+    assert tasks["b"].output_data == {"slept": 0}
+    run.refresh_from_db()
+    assert (run.status, run.outputs, run.last_seq, run.lease_owner) == ("cancelled", None, 7, "")
+    assert run.finished_at is not None
+    assert [kind for _, kind, _ in stored(run)][-1] == "run.cancelled"
+
+
 def test_a_batch_is_refused_when_the_lease_was_taken_and_nothing_of_it_is_stored():
     run = make_run(chain(start(), end()))
 
@@ -207,10 +248,14 @@ def test_only_the_final_batch_waits_for_the_disk_unless_every_commit_should(sett
     finally:
         journal._thread.shutdown(wait=False)
     if synchronous:
-        assert (settings_seen, in_session) == ([[], [], []], "on")
+        assert [len(seen) for seen in settings_seen] == [0, 0, 1]  # the final one sets it again: harmless
+        assert in_session == "on"
     else:
-        # Set once for the connection; the final batch alone waits for the flush.
-        assert settings_seen == [["SET synchronous_commit = off"], [], ["SET LOCAL synchronous_commit = on"]]
+        # Set once for the connection; the final batch alone waits for the flush (set for its
+        # statement's own transaction: the session stays off).
+        assert settings_seen[:2] == [["SET synchronous_commit = off"], []]
+        assert len(settings_seen[2]) == 1
+        assert "set_config('synchronous_commit', 'on', true)" in settings_seen[2][0]
         assert in_session == "off"
     events = list(RunEvent.objects.filter(run=run).values_list("seq", "type", "data"))
     assert events == [

@@ -51,11 +51,12 @@ OPEN_TASK_STATUSES = (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYIN
 #: How long a non-durable event may wait for others to share its transaction (seconds).
 LINGER_S = 0.002
 
-#: A batch before the run's end, in one statement: the lease guard moves the run's last_seq, and
-#: the events and the task rows are written only through the row it returned (none: nothing is).
-_WRITE_BATCH_SQL = """
+#: A batch in one statement: the lease guard moves the run's last_seq, and the events and the task
+#: rows are written only through the row it returned (none: nothing is). ``{end}``, ``{close}``
+#: and ``{durable}`` are empty, except in the run's final batch (:data:`_WRITE_FINAL_SQL`).
+_BATCH_SQL = """
 WITH moved AS (
-    UPDATE runs SET last_seq = %s WHERE id = %s AND lease_owner = %s AND last_seq = %s RETURNING id
+    UPDATE runs SET last_seq = %s{end} WHERE id = %s AND lease_owner = %s AND last_seq = %s RETURNING id
 ), events AS (
     INSERT INTO run_events (run_id, seq, type, node_id, data, at)
     SELECT moved.id, e.seq, e.type, e.node_id, e.data, e.at
@@ -82,9 +83,28 @@ WITH moved AS (
         events jsonb, started_at timestamptz, finished_at timestamptz, touch_finished boolean
     )
     WHERE tasks.id = t.id
-)
-SELECT count(*) FROM moved
+){close}
+SELECT count(*) FROM moved{durable}
 """
+_WRITE_BATCH_SQL = _BATCH_SQL.format(end="", close="", durable="")
+#: The run's end: its final fields with the guard; the task rows still open that this batch does
+#: not write are cancelled (those it writes were closed before, in Python: one statement may not
+#: update a row twice); and the commit of this one statement waits for the WAL flush
+#: (``set_config(..., is_local => true)`` lasts until the statement's own transaction commits).
+_WRITE_FINAL_SQL = _BATCH_SQL.format(
+    end=(
+        ", status = %s, outputs = %s::jsonb, error = %s, finished_at = %s, updated_at = %s,"
+        " lease_owner = '', lease_expires_at = NULL"
+    ),
+    close="""
+, closed AS (
+    UPDATE tasks SET status = 'cancelled', finished_at = %s
+    FROM moved
+    WHERE tasks.run_id = moved.id AND tasks.status IN ('pending', 'running', 'retrying')
+        AND tasks.id <> ALL(%s::uuid[])
+)""",
+    durable=", (SELECT set_config('synchronous_commit', 'on', true)) AS durable",
+)
 
 
 def claimable_condition(now) -> Q:
@@ -280,11 +300,12 @@ class DatabaseJournal:
         at = batch[-1].at
         postgresql = connection.vendor == "postgresql"
         asynchronous = postgresql and not engine_settings.JOURNAL_SYNCHRONOUS_COMMIT
-        if asynchronous:
-            self._commit_without_flush()
-        if final is None and postgresql:
-            self._write_in_one_statement(batch)
+        if postgresql:
+            if asynchronous:
+                self._commit_without_flush()
+            self._write_in_one_statement(batch, final)
             return
+        # SQLite (embedded mode, tests): the ORM, in one transaction.
         end = {}
         if final is not None:
             end = {
@@ -297,9 +318,6 @@ class DatabaseJournal:
                 "lease_expires_at": None,
             }
         with transaction.atomic():
-            if asynchronous:
-                with connection.cursor() as cursor:
-                    cursor.execute("SET LOCAL synchronous_commit = on")  # the run's end waits for the disk
             moved = Run.objects.filter(pk=self.run_id, lease_owner=self.owner, last_seq=batch[0].seq - 1).update(
                 last_seq=batch[-1].seq, **end
             )
@@ -355,7 +373,7 @@ class DatabaseJournal:
         return result
 
     def _write_tasks(self, batch: list[_Entry]) -> None:
-        """Each task row the batch touches is written once (the ORM path: SQLite, and a run's end)."""
+        """Each task row the batch touches is written once (the ORM path: SQLite)."""
         created = []
         for key, pk, write, events in self._task_writes(batch):
             if pk is None:
@@ -382,10 +400,11 @@ class DatabaseJournal:
             for key, task in created:
                 self._tasks[key] = (task.pk, task.events)
 
-    def _write_in_one_statement(self, batch: list[_Entry]) -> None:
-        """PostgreSQL, a batch before the run's end: the lease guard, the events and the task rows in
-        one statement, committed by itself (one round trip). Nothing is written when the guard
-        matches no row."""
+    def _write_in_one_statement(self, batch: list[_Entry], final: dict | None) -> None:
+        """PostgreSQL: the lease guard, the events and the task rows (and, with ``final``, the run's
+        end) in one statement, committed by itself (one round trip). Nothing is written when the
+        guard matches no row."""
+        at = batch[-1].at
         events = [
             {"seq": e.seq, "type": e.event_type, "node_id": e.node_id, "data": e.data, "at": e.at.isoformat()}
             for e in batch
@@ -393,15 +412,20 @@ class DatabaseJournal:
         created, changed, known = [], [], {}
         for key, pk, write, task_events in self._task_writes(batch):
             fields = write.fields
+            touch_finished = "finished_at" in fields
+            finished_at = fields.get("finished_at")
+            status = fields["status"]
+            if final is not None and status in OPEN_TASK_STATUSES:
+                status, finished_at, touch_finished = TaskStatus.CANCELLED, at, True  # as the run ends
             row = {
-                "status": fields["status"],
+                "status": status,
                 "output_data": None if fields["output_data"] is None else _json(fields["output_data"]),
                 "error": fields["error"],
                 "attempt": fields["attempt"],
                 "retry_count": fields["retry_count"],
                 "events": task_events,
                 "started_at": write.first_start.isoformat() if write.first_start else None,
-                "finished_at": fields["finished_at"].isoformat() if fields.get("finished_at") else None,
+                "finished_at": finished_at.isoformat() if finished_at else None,
             }
             if pk is None:
                 pk = uuid.uuid4()
@@ -417,21 +441,19 @@ class DatabaseJournal:
                     }
                 )
             else:
-                changed.append({**row, "id": str(pk), "touch_finished": "finished_at" in fields})
+                changed.append({**row, "id": str(pk), "touch_finished": touch_finished})
             known[key] = (pk, task_events)
+        guard = [self.run_id, self.owner, batch[0].seq - 1]
+        rows = [_json(events), _json(created), _json(changed)]
+        if final is None:
+            sql, params = _WRITE_BATCH_SQL, [batch[-1].seq, *guard, *rows]
+        else:
+            outputs = None if final["outputs"] is None else _json(final["outputs"])
+            end = [final["status"], outputs, final["error"], at, at]
+            written = [row["id"] for row in changed]
+            sql, params = _WRITE_FINAL_SQL, [batch[-1].seq, *end, *guard, *rows, at, written]
         with connection.cursor() as cursor:
-            cursor.execute(
-                _WRITE_BATCH_SQL,
-                [
-                    batch[-1].seq,
-                    self.run_id,
-                    self.owner,
-                    batch[0].seq - 1,
-                    _json(events),
-                    _json(created),
-                    _json(changed),
-                ],
-            )
+            cursor.execute(sql, params)
             moved = cursor.fetchone()[0]
         if not moved:
             raise LeaseLost(f"Run {self.run_id} is no longer held by {self.owner}.")
