@@ -24,6 +24,12 @@ NODES = 30
 NODE_S = 0.02
 
 
+#: Rounds, each a new run followed by a new set of clients: the figure is the median round's p99,
+#: as the other figures are medians, so that one scheduling hiccup of a shared machine does not
+#: decide it.
+ROUNDS = 3
+
+
 def run(ctx) -> list[dict]:
     if not ctx.redis_url:
         ctx.warn("no REDIS_URL: the websocket figures need channels_redis between the server and the engine.")
@@ -32,6 +38,28 @@ def run(ctx) -> list[dict]:
             ctx.result("ws_delivery_200", None, "fraction", target=1.0, higher_is_better=True),
         ]
     workflow = Workflow.objects.create(owner=ctx.user, name="bench: websocket")
+    rounds = [measure(ctx, workflow) for _ in range(ROUNDS)]
+    p99s = [ctx.percentile(latencies, 99) if latencies else None for latencies, _, _, _ in rounds]
+    expected = sum(round_expected for _, round_expected, _, _ in rounds)
+    received = sum(round_received for _, _, round_received, _ in rounds)
+    every = [latency for latencies, _, _, _ in rounds for latency in latencies]
+    measured = None not in p99s
+    note = ""
+    if measured:
+        note = (
+            f"median of {ROUNDS} runs' p99 ({', '.join(f'{p99:.1f}' for p99 in p99s)} ms); {len(every)} receipts, "
+            f"p50 {ctx.percentile(every, 50):.1f} ms, {CLIENTS} clients, {rounds[0][3]} events a run"
+        )
+    return [
+        ctx.result("ws_event_p99_ms", ctx.median(p99s) if measured else None, "ms", target=25, note=note),
+        ctx.result(
+            "ws_delivery_200", received / expected if expected else None, "fraction", target=1.0, higher_is_better=True
+        ),
+    ]
+
+
+def measure(ctx, workflow: Workflow) -> tuple[list[float], int, int, int]:
+    """One round: (latencies in ms, (client, event) pairs expected, pairs received, events stored)."""
     warm_up = Run.objects.create(
         workflow=workflow,
         graph=_graphs.chain([("bench_sleep", {"seconds": NODE_S})] * 2),
@@ -69,18 +97,4 @@ def run(ctx) -> list[dict]:
     stored = RunEvent.objects.filter(run=run_row).count()
     expected = sum(stored - seq for seq in snapshot_seq.values())
     received = sum(len(client_seqs) for client_seqs in seqs.values())
-    return [
-        ctx.result(
-            "ws_event_p99_ms",
-            ctx.percentile(latencies, 99) if latencies else None,
-            "ms",
-            target=25,
-            note=f"{len(latencies)} receipts, p50 {ctx.percentile(latencies, 50):.1f} ms, {CLIENTS} clients, "
-            f"{stored} events"
-            if latencies
-            else "",
-        ),
-        ctx.result(
-            "ws_delivery_200", received / expected if expected else None, "fraction", target=1.0, higher_is_better=True
-        ),
-    ]
+    return latencies, expected, received, stored
