@@ -98,10 +98,9 @@ _WRITE_FINAL_SQL = _BATCH_SQL.format(
     ),
     close="""
 , closed AS (
-    UPDATE tasks SET status = 'cancelled', finished_at = %s
+    UPDATE tasks SET status = %s, finished_at = %s
     FROM moved
-    WHERE tasks.run_id = moved.id AND tasks.status IN ('pending', 'running', 'retrying')
-        AND tasks.id <> ALL(%s::uuid[])
+    WHERE tasks.run_id = moved.id AND tasks.status = ANY(%s) AND tasks.id <> ALL(%s::uuid[])
 )""",
     durable=", (SELECT set_config('synchronous_commit', 'on', true)) AS durable",
 )
@@ -451,7 +450,8 @@ class DatabaseJournal:
             outputs = None if final["outputs"] is None else _json(final["outputs"])
             end = [final["status"], outputs, final["error"], at, at]
             written = [row["id"] for row in changed]
-            sql, params = _WRITE_FINAL_SQL, [batch[-1].seq, *end, *guard, *rows, at, written]
+            closed = [TaskStatus.CANCELLED, at, list(OPEN_TASK_STATUSES), written]
+            sql, params = _WRITE_FINAL_SQL, [batch[-1].seq, *end, *guard, *rows, *closed]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             moved = cursor.fetchone()[0]

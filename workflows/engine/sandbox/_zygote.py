@@ -123,10 +123,8 @@ def write_frames(fd: int, *frames: bytes | bytearray) -> None:
         while parts and written >= len(parts[0]):
             written -= len(parts[0])
             parts.pop(0)
-        if parts and written:
+        if written:
             parts[0] = parts[0][written:]
-        while parts and not len(parts[0]):
-            parts.pop(0)
 
 
 def write_frame(fd: int, data: bytes | bytearray) -> None:
