@@ -5,7 +5,10 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
-PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+# Debian's /usr/bin/python3.11 first: an interpreter under /root (pyenv) cannot be started by the
+# unprivileged user that Weft's processes and the code sandbox run as.
+PYTHON ?= $(shell for p in /usr/bin/python3.11 /usr/local/bin/python3.11; do [ -x $$p ] && echo $$p && exit; done; \
+	command -v python3.11 2>/dev/null || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 # The settings read .env from the project root; ENV_FILE only moves where `make run` writes one.
@@ -16,7 +19,7 @@ PYTEST_ARGS ?=
 NPROC := $(shell nproc 2>/dev/null || echo 1)
 XDIST := $(shell [ $(NPROC) -ge 2 ] && echo "-n auto")
 
-.PHONY: help run serve demo migrate collectstatic test lint bench clean venv install install-dev
+.PHONY: help run serve demo migrate collectstatic test lint bench clean venv install install-dev sandbox browser
 
 help:
 	@echo "make run      create the venv, install, migrate SQLite, load the demo, serve on \$$PORT (default 8000)"
@@ -67,15 +70,32 @@ collectstatic: install $(ENV_FILE)
 demo: migrate
 	$(BIN)/python manage.py weft_demo
 
-run: migrate collectstatic demo serve
+run: migrate collectstatic demo sandbox serve
 
-serve: install $(ENV_FILE)
-	@echo "Serving Weft on http://$(HOST):$(PORT)/  (admin: /admin/, API: /api/v1/, docs: /api/docs/)"
-	exec $(BIN)/daphne -b $(HOST) -p $(PORT) config.asgi:application
+# Debian packages some targets need: installed when we may (root with apt-get); otherwise a
+# line says how, and what needs them fails until they are there.
+define debian_package
+	@if command -v $(1) >/dev/null 2>&1; then \
+		:; \
+	elif [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing $(2) ($(3))"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
+	else \
+		echo "WARNING: $(3) needs $(2), which is not installed: sudo apt-get install $(2)"; \
+	fi
+endef
+
+# Code nodes run in bubblewrap (platform/DEPLOY.md, "Isolation").
+sandbox:
+	$(call debian_package,bwrap,bubblewrap,the code sandbox)
+
+# The console's end-to-end tests drive Debian's chromium (nothing is downloaded).
+browser:
+	$(call debian_package,chromium,chromium,the console's browser tests)
 
 # --- Checking it -------------------------------------------------------------------------------
 
-test: install-dev
+test: install-dev sandbox browser
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 lint: install-dev

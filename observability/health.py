@@ -4,6 +4,12 @@ Readiness checks the database (``SELECT 1``), the Celery broker and the channel 
 ``PING`` each, with a one-second timeout); in embedded mode the broker and the channel layer are
 inside the process and always there. A check names only what is down, never an address or a
 password from the settings.
+
+It also says whether the code sandbox can isolate code here (bubblewrap and libseccomp present):
+``ok``, or ``down`` where this process executes runs (embedded mode) and isolation is required,
+``missing`` where runs execute elsewhere (a web server in front of Celery workers: not a reason
+to take it out of rotation), ``unisolated`` where a developer turned isolation off. What is
+missing, with the package to install, is in :func:`problems`.
 """
 
 import logging
@@ -15,7 +21,7 @@ from django.db import connection
 logger = logging.getLogger(__name__)
 
 REDIS_TIMEOUT_S = 1.0
-OK, DOWN, IN_PROCESS = "ok", "down", "in-process"
+OK, DOWN, IN_PROCESS, MISSING, UNISOLATED = "ok", "down", "in-process", "missing", "unisolated"
 
 
 def _redis_ping(url: str) -> None:
@@ -57,7 +63,25 @@ def _channel_layer() -> str:
     return OK
 
 
-CHECKS = {"database": _database, "broker": _broker, "channel_layer": _channel_layer}
+def _sandbox() -> str:
+    from workflows.engine.sandbox import jail
+
+    if jail.status()["isolated"]:
+        return OK
+    if not getattr(settings, "WEFT", {}).get("SANDBOX_REQUIRE_ISOLATION", True):
+        return UNISOLATED
+    return DOWN if settings.CELERY_BROKER_URL.startswith("memory://") else MISSING
+
+
+CHECKS = {"database": _database, "broker": _broker, "channel_layer": _channel_layer, "sandbox": _sandbox}
+
+
+def problems() -> dict[str, str]:
+    """What keeps a part from working, in words an operator acts on (only the sandbox says more than down)."""
+    from workflows.engine.sandbox import jail
+
+    state = jail.status()
+    return {} if state["isolated"] else {"sandbox": state["problem"]}
 
 
 def readiness() -> dict[str, str]:

@@ -25,9 +25,10 @@ def readyz(request) -> JsonResponse:
     """200 when the database, the broker and the channel layer answer; 503 naming those that do not."""
     checks = health.readiness()
     down = [name for name, state in checks.items() if state == health.DOWN]
+    extra = {"problems": problems} if (problems := health.problems()) else {}
     if down:
-        return JsonResponse({"status": "unavailable", "down": down, "checks": checks}, status=503)
-    return JsonResponse({"status": "ready", "checks": checks})
+        return JsonResponse({"status": "unavailable", "down": down, "checks": checks, **extra}, status=503)
+    return JsonResponse({"status": "ready", "checks": checks, **extra})
 
 
 @lru_cache(maxsize=8)

@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 
 from tests.factories import UserFactory
 
-pytest_plugins = ["tests.fakes.fixtures", "tests.deployment.figures"]
+pytest_plugins = ["tests.fakes.fixtures", "tests.deployment.figures", "tests.engine.sandbox_probe"]
 
 
 def services_required() -> bool:

@@ -20,6 +20,28 @@ pytestmark = [
 ]
 
 STARTUP_TIMEOUT_S = 120
+CODE_WORKFLOW = {
+    "name": "Doubler",
+    "graph": {
+        "nodes": [
+            {"id": "start", "type": "start", "config": {"inputs": [{"name": "n", "type": "number"}]}},
+            {
+                "id": "double",
+                "type": "code",
+                "config": {
+                    "code": "import os\ndef main(n):\n    return {'doubled': n * 2, 'root': os.getuid() == 0}",
+                    "inputs": {"n": "{{ start.n }}"},
+                },
+            },
+            {
+                "id": "end",
+                "type": "end",
+                "config": {"outputs": {"doubled": "{{ double.doubled }}", "sandboxed_as_root": "{{ double.root }}"}},
+            },
+        ],
+        "edges": [{"source": "start", "target": "double"}, {"source": "double", "target": "end"}],
+    },
+}
 DEMO_LINE = re.compile(r"username: demo\s+password: (\S+)")
 ADMIN_LINE = re.compile(r"username: admin\s+password: (\S+)")
 
@@ -66,6 +88,19 @@ def test_make_run_serves_the_admin_the_api_and_the_docs_with_the_printed_demo_pa
             assert run.status_code == 200, run.text
             assert run.json()["status"] == "succeeded", run.json()
             assert run.json()["outputs"] == {"summary": "Oslo: 5 degrees.", "advice": "Bring a coat to Oslo."}
+
+            # A code node runs in the sandbox, which the server (not root, in CI) starts itself.
+            created = httpx.post(f"{base}/api/v1/workflows/", json=CODE_WORKFLOW, headers=headers, timeout=10)
+            assert created.status_code == 201, created.text
+            coded = httpx.post(
+                f"{base}/api/v1/workflows/{created.json()['id']}/runs/",
+                json={"inputs": {"n": 20}, "wait": True},
+                headers=headers,
+                timeout=60,
+            )
+            assert coded.status_code == 200, coded.text
+            assert coded.json()["status"] == "succeeded", coded.json()
+            assert coded.json()["outputs"] == {"doubled": 40, "sandboxed_as_root": False}
 
             admin_password = ADMIN_LINE.search(server.output)
             assert admin_password, f"the admin password was not printed:\n{server.output}"

@@ -1,43 +1,44 @@
-"""The sandbox worker program: run as ``python -I -S _zygote.py '<json options>'``. Standard library only.
+"""The sandbox worker program: run as ``python -I -S -X utf8 zygote.py '<json options>'``. Standard library only.
 
-It is started by :mod:`workflows.engine.sandbox.pool`, in a scrubbed environment, and kept warm.
-At start, as root, it imports the modules user code may use, then leaves the server's world:
-
-- new network, mount, IPC and UTS namespaces (``unshare``): the network namespace has no
-  interface up, so no socket can reach anything, loopback included;
-- a private tmpfs (size-capped) becomes its root (``chroot``): no file of the host is visible,
-  neither the project nor ``/proc`` (so no other process's environment either).
+It is started by :mod:`workflows.engine.sandbox.pool`, inside the jail that
+:mod:`workflows.engine.sandbox.jail` describes (bubblewrap: its own namespaces, a read-only root
+holding only the interpreter and its standard library, a seccomp allow-list, no environment),
+as PID 1 of its PID namespace, and kept warm. It imports the modules user code may use, then
+waits for calls. Run without the jail (``SANDBOX_REQUIRE_ISOLATION`` off, a developer machine
+without bubblewrap) it works the same, unisolated.
 
 It never runs user code itself. Each call gets a fresh child, forked ahead of time (right after
-the previous call, so a call does not wait for fork and setup): the child drops to a uid of its
-own (``uid_base + this worker's pid``: no other process shares it, so sandboxes cannot signal or
-trace each other), sets ``no_new_privs``, dies with its parent, gets rlimits (CPU time, address
-space, file size, no new processes or threads, few files), waits for the request on its stdin,
-runs ``main(**inputs)`` from the user's code in ``/w`` and writes the JSON result to fd 3. The
-worker enforces the wall-clock limit, answers as soon as the result is complete, then kills and
-reaps the child and wipes ``/w``. The server-side pool kills the whole worker (and with it the
-child) on cancellation or if the worker stops answering.
+the previous call, so a call does not wait for fork and setup): the child gets rlimits (CPU
+time, address space, file size, no new processes or threads, few files), waits for the request
+on its stdin, runs ``main(**inputs)`` from the user's code in the working directory and writes
+the JSON result to fd 3. The worker enforces the wall-clock limit, answers as soon as the result
+is complete, then kills and reaps the child and empties the working directory. Being PID 1, it
+receives no signal its children send (the kernel drops them), and what the code leaves in the
+working directory (a FIFO or a directory instead of the output file, a directory without
+permissions) is handled or wiped; if the directory cannot be emptied, the worker retires between
+two calls (exit status :data:`RETIRED`, before reading another request) and the pool starts another.
+The server-side pool kills the whole worker (and with it the child) on cancellation or if the
+worker stops answering.
 
 The worker never parses user data, and wipes every buffer that held some: the next call's child
 is forked from it and must not find the previous call's code, inputs, result or output in the
-memory it inherits (ctypes could read it). So a call is, on stdin, a frame of limits (JSON, no
-user data) and a sealed frame of ``{"code", "inputs"}`` JSON that is only relayed to the child;
-on stdout, a status frame (``{"ended": "result" | "timeout" | "cpu" | "too_large" | "crashed",
-"wall_s", ...}``), the child's result frame as it wrote it (empty unless ``ended`` is
-``result``) and a frame of what it printed. A frame is a 4-byte big-endian length and the bytes.
+memory it inherits. So a call is, on stdin, a frame of limits (JSON, no user data) and a sealed
+frame of ``{"code", "inputs"}`` JSON that is only relayed to the child; on stdout, a status frame
+(``{"ended": "result" | "timeout" | "cpu" | "too_large" | "crashed", "wall_s", ...}``), the child's
+result frame as it wrote it (empty unless ``ended`` is ``result``) and a frame of what it printed.
+A frame is a 4-byte big-endian length and the bytes.
 """
 
 import builtins
 import contextlib
-import ctypes
 import importlib
 import json
 import linecache
 import os
 import resource
 import select
-import shutil
 import signal
+import stat
 import struct
 import sys
 import time
@@ -92,24 +93,11 @@ PRELOADED = (
     "zlib",
 )
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWNET = 0x40000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
 RESULT_FD = 3
 OUTPUT_NAME = ".output"
 OUTPUT_SHOWN = 8192
-
-libc = ctypes.CDLL(None, use_errno=True)
-libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-
-
-def _check(result: int, what: str) -> None:
-    if result != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+#: The worker's exit status when it leaves between two calls (its directory could not be emptied).
+RETIRED = 75
 
 
 def write_frames(fd: int, *frames: bytes | bytearray) -> None:
@@ -180,41 +168,8 @@ def wipe(buffer: bytearray | None) -> None:
 class Worker:
     def __init__(self, options: dict):
         self.options = options
-        self.uid = options["uid_base"] + os.getpid()
-        self.isolation: dict = {}
-        self.workdir = ""
+        self.workdir = options["workdir"]
         self.child: Child | None = None
-
-    def isolate(self) -> None:
-        """Enter the namespaces and the empty root; on failure, a plain temp dir if allowed."""
-        try:
-            if os.geteuid() != 0:
-                raise PermissionError("the sandbox must be started as root to isolate user code")
-            _check(libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
-            _check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
-            root = self.options["root"].encode()
-            size = f"size={int(self.options['tmpfs_mb'])}m,mode=755".encode()
-            _check(libc.mount(b"tmpfs", root, b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, size), "mount tmpfs")
-            os.chroot(self.options["root"])
-            os.chdir("/")
-            self.workdir = "/w"
-            os.mkdir(self.workdir, 0o700)
-            os.chown(self.workdir, self.uid, self.uid)
-            self.isolation = {
-                "isolated": True,
-                "network": "empty network namespace",
-                "filesystem": "chroot into a private tmpfs",
-                "user": f"uid {self.uid}",
-            }
-        except OSError as exc:
-            if self.options["require_isolation"]:
-                raise
-            self.workdir = os.path.join(self.options["root"], f"w-{os.getpid()}")
-            os.mkdir(self.workdir, 0o700)
-            if os.geteuid() == 0:
-                os.chown(self.workdir, self.uid, self.uid)
-            os.chdir(self.workdir)
-            self.isolation = {"isolated": False, "reason": str(exc)}
 
     # --- One call: a child forked ahead of time waits for it -------------------------------------
 
@@ -244,12 +199,14 @@ class Worker:
         status["wall_s"] = round(time.monotonic() - started, 4)
         return status, result
 
-    def recycle(self) -> None:
-        """After answering: end the child, wipe its directory, fork the next one."""
+    def recycle(self) -> bool:
+        """After answering: end the child, wipe its directory, fork the next one; False to retire."""
         child, self.child = self.child, None
         child.close()
-        self._wipe()
+        if not self.empty_workdir():
+            return False
         self.prefork()
+        return True
 
     def _wait(self, child: "Child", deadline: float, limits: dict) -> tuple[dict, bytearray | None]:
         """Relay the child's result frame without looking into it; or say why there is none."""
@@ -302,44 +259,40 @@ class Worker:
         return {"ended": "crashed", "message": f"exited with status {os.WEXITSTATUS(status)}"}
 
     def output(self) -> bytearray:
-        """What the code printed (the first ``OUTPUT_SHOWN`` bytes), sealed like a result."""
+        """What the code printed (the first ``OUTPUT_SHOWN`` bytes), sealed like a result.
+
+        The code may have replaced the file by anything: only a regular file is read, and never
+        waited on (a FIFO would block)."""
         buffer = bytearray(OUTPUT_SHOWN)
         try:
             fd = os.open(os.path.join(self.workdir, OUTPUT_NAME), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             return bytearray()
         try:
-            count = os.readv(fd, [buffer])
+            count = os.readv(fd, [buffer]) if stat.S_ISREG(os.fstat(fd).st_mode) else 0
+        except OSError:
+            count = 0
         finally:
             os.close(fd)
         shown = buffer[:count]
         wipe(buffer)
         return shown
 
-    def _wipe(self) -> None:
-        for entry in os.scandir(self.workdir):
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
+    def empty_workdir(self) -> bool:
+        """Empty the working directory, whatever the code left there; False if something stays."""
+        try:
+            os.chmod(self.workdir, 0o700)
+            for entry in os.scandir(self.workdir):
+                _remove(entry.path)
+            return not os.listdir(self.workdir)
+        except (OSError, RecursionError):
+            return False
 
     # --- In the child ---------------------------------------------------------------------------
 
     def _child(self, request_r: int, result_w: int) -> None:
-        parent = os.getppid()
         os.dup2(request_r, 0)
         os.dup2(result_w, RESULT_FD)
-        if os.geteuid() == 0:
-            os.setgroups([])
-            os.setresgid(self.uid, self.uid, self.uid)
-            os.setresuid(self.uid, self.uid, self.uid)
-        # After the uid change, which resets it: die with the worker.
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(71)
-        _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
-        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
         os.chdir(self.workdir)
         output = os.open(OUTPUT_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         os.dup2(output, 1)
@@ -347,6 +300,7 @@ class Worker:
         os.closerange(RESULT_FD + 1, 65536)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
+        # No process and no thread: fork bombs end at the first fork.
         resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         os.environ.clear()
@@ -437,36 +391,43 @@ def _call_user_code(source: str, inputs: dict) -> bytes:
         return json.dumps(reply, default=str).encode()
 
 
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        os.chmod(path, 0o700)
+        for entry in os.scandir(path):
+            _remove(entry.path)
+        os.rmdir(path)
+    else:
+        os.unlink(path)
+
+
 def main() -> None:
     options = json.loads(sys.argv[1])
+    # As PID 1 of its namespace the worker gets only the signals it handles: handle none.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     for name in PRELOADED:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
     worker = Worker(options)
-    try:
-        worker.isolate()
-    except OSError as exc:
-        send({"ready": False, "isolation_failed": True, "error": f"the sandbox cannot isolate it ({exc})"})
+    if not worker.empty_workdir():
+        send({"ready": False, "error": f"the working directory {worker.workdir} is not usable"})
         return
     worker.prefork()
-    send({"ready": True, "pid": os.getpid(), "isolation": worker.isolation})
-    try:
-        while (limits := receive()) is not None:
-            payload = receive_sealed(0)
-            if payload is None:
-                break
-            try:
-                status, result = worker.run(limits, payload)
-            finally:
-                wipe(payload)
-            output = worker.output()
-            write_frames(1, json.dumps(status).encode(), result or b"", output)
-            wipe(result)
-            wipe(output)
-            worker.recycle()
-    finally:
-        if not worker.isolation.get("isolated"):
-            shutil.rmtree(worker.workdir, ignore_errors=True)
+    send({"ready": True, "pid": os.getpid(), "uid": os.getuid()})
+    while (limits := receive()) is not None:
+        payload = receive_sealed(0)
+        if payload is None:
+            break
+        try:
+            status, result = worker.run(limits, payload)
+        finally:
+            wipe(payload)
+        output = worker.output()
+        write_frames(1, json.dumps(status).encode(), result or b"", output)
+        wipe(result)
+        wipe(output)
+        if not worker.recycle():
+            sys.exit(RETIRED)
 
 
 if __name__ == "__main__":

@@ -1,22 +1,33 @@
 """A pool of warm sandbox workers, and :func:`run_code`, the one way the engine runs user Python.
 
-User code never runs in this process: it goes over a pipe to a worker started with
-``python -I -S`` (see ``_zygote.py`` for the isolation), which forks a fresh, locked-down child
-per call. Forking a warm worker costs well under a millisecond, so a chain of small code nodes
-does not pay an interpreter start per node, and no call sees what an earlier one left behind.
+User code never runs in this process: it goes over a pipe to a worker started in the jail of
+``jail.py`` (bubblewrap, unprivileged: namespaces, a read-only interpreter and nothing else of the
+host, a seccomp allow-list), which forks a fresh child per call (``_zygote.py``). Forking a warm
+worker costs well under a millisecond, so a chain of small code nodes does not pay an
+interpreter start per node, and no call sees what an earlier one left behind. A process running
+as root (a test run as root, say) starts its workers as ``SANDBOX_USER`` instead: no sandbox
+process ever runs as root.
+
+Workers are shared fairly: one owner (the user a run counts for) holds at most
+``SANDBOX_USER_SHARE`` of them at once, and a worker that comes free goes to the waiting owner
+who holds the fewest (the earliest waiter among equals), so one user's long code nodes leave
+room for everybody else's.
 
 Settings (``settings.WEFT``, read when used; the pool's size when it is created):
-``SANDBOX_MAX_WORKERS`` (8), ``SANDBOX_MIN_IDLE`` (2), ``SANDBOX_CPU_S`` (5),
-``SANDBOX_WALL_S`` (10), ``SANDBOX_MEMORY_MB`` (256), ``SANDBOX_MAX_CPU_S`` (60),
-``SANDBOX_MAX_WALL_S`` (300), ``SANDBOX_MAX_MEMORY_MB`` (2048), ``SANDBOX_FILE_MB`` (8),
-``SANDBOX_TMPFS_MB`` (16), ``SANDBOX_RESULT_MAX_BYTES`` (1 MiB), ``SANDBOX_UID_BASE`` (200000),
-``SANDBOX_REQUIRE_ISOLATION`` (True: refuse to run code at all when the worker cannot isolate
-it, i.e. when the server does not run as root; set False only on a developer machine).
+``SANDBOX_MAX_WORKERS`` (8), ``SANDBOX_MIN_IDLE`` (2), ``SANDBOX_USER_SHARE`` (None: three
+quarters of the workers, at least one), ``SANDBOX_CPU_S`` (5), ``SANDBOX_WALL_S`` (10),
+``SANDBOX_MEMORY_MB`` (256), ``SANDBOX_MAX_CPU_S`` (60), ``SANDBOX_MAX_WALL_S`` (300),
+``SANDBOX_MAX_MEMORY_MB`` (2048), ``SANDBOX_FILE_MB`` (8), ``SANDBOX_TMPFS_MB`` (16),
+``SANDBOX_RESULT_MAX_BYTES`` (1 MiB), ``SANDBOX_USER`` ("nobody": whom a root process starts
+workers as), ``SANDBOX_REQUIRE_ISOLATION`` (True: refuse to run code at all when bubblewrap or
+libseccomp is missing; set False only on a developer machine, where code then runs unisolated).
 """
 
 import asyncio
 import atexit
 import contextlib
+import functools
+import itertools
 import json
 import logging
 import os
@@ -25,7 +36,6 @@ import shutil
 import signal
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,6 +45,7 @@ from pathlib import Path
 from django.conf import settings
 
 from ..errors import NodeTimeout, NonRetryableError, RetryableError
+from . import jail
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +61,16 @@ DEFAULTS = {
     "SANDBOX_FILE_MB": 8,
     "SANDBOX_TMPFS_MB": 16,
     "SANDBOX_RESULT_MAX_BYTES": 1024 * 1024,
-    "SANDBOX_UID_BASE": 200000,
+    "SANDBOX_USER": "nobody",
+    "SANDBOX_USER_SHARE": None,
     "SANDBOX_REQUIRE_ISOLATION": True,
 }
 WORKER_PROGRAM = Path(__file__).with_name("_zygote.py")
 START_TIMEOUT_S = 15.0
+#: The worker's exit status when it leaves between two calls (``_zygote.RETIRED``).
+RETIRED = 75
+#: Workers a call tries when each it gets has retired.
+RETIRED_RETRIES = 3
 #: What the worker may take beyond the wall limit to fork, reap and answer before it is killed.
 ANSWER_GRACE_S = 3.0
 
@@ -86,7 +102,7 @@ class SandboxUnavailable(RetryableError):
 
 
 class SandboxNotIsolated(NonRetryableError):
-    """This machine cannot isolate code (the server does not run as root) and isolation is required."""
+    """This machine cannot isolate code (bubblewrap or libseccomp is missing) and isolation is required."""
 
 
 @dataclass(frozen=True)
@@ -122,39 +138,104 @@ class _WorkerLost(Exception):
     pass
 
 
+def _unprivileged_user() -> dict:
+    """Popen arguments that start a process as ``SANDBOX_USER`` when this one runs as root; none otherwise."""
+    if os.geteuid() != 0:
+        return {}
+    import pwd
+
+    name = _setting("SANDBOX_USER")
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError as exc:
+        raise SandboxUnavailable(f"The sandbox user {name!r} (SANDBOX_USER) does not exist.") from exc
+    if entry.pw_uid == 0:
+        raise SandboxNotIsolated(f"SANDBOX_USER {name!r} is root: the sandbox never runs as root.")
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
+def _data_fd(data: bytes) -> int:
+    """A descriptor to read ``data`` from, from its start (a memfd: nothing on disk)."""
+    fd = os.memfd_create("weft-sandbox", os.MFD_CLOEXEC)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
 class SandboxWorker:
     """One warm worker process. Used by one caller at a time; :meth:`kill` may come from any thread."""
 
-    def __init__(self, *, root: str, require_isolation: bool):
-        options = {
-            "root": root,
-            "require_isolation": require_isolation,
-            "uid_base": _setting("SANDBOX_UID_BASE"),
-            "tmpfs_mb": _setting("SANDBOX_TMPFS_MB"),
-        }
-        self.process = subprocess.Popen(  # noqa: S603 - our own program, no shell, fixed arguments
-            [sys.executable, "-I", "-S", str(WORKER_PROGRAM), json.dumps(options)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env={"LANG": "C.UTF-8"},
-            cwd="/",
-            close_fds=True,
-            start_new_session=True,
-        )
+    def __init__(self, *, root: str, require_isolation: bool, hidden: frozenset[str] = jail.HIDDEN_EXTENSIONS):
+        jail_state = jail.status()
+        if not jail_state["isolated"] and require_isolation:
+            raise SandboxNotIsolated(f"Code cannot run here: {jail_state['problem']}.")
+        as_user = _unprivileged_user()
+        passed: list[int] = []
+        if jail_state["isolated"]:
+            passed = [_data_fd(WORKER_PROGRAM.read_bytes()), _data_fd(jail.seccomp_program())]
+            options = {"workdir": jail.WORKDIR}
+            command = jail.command(
+                program_fd=passed[0],
+                seccomp_fd=passed[1],
+                tmpfs_bytes=int(_setting("SANDBOX_TMPFS_MB")) * 1024 * 1024,
+                arguments=[json.dumps(options)],
+                hidden=hidden,
+            )
+            self.isolation = {**jail_state, "user": _setting("SANDBOX_USER") if as_user else _current_user()}
+        else:
+            # A developer machine without bubblewrap, isolation explicitly not required.
+            workdir = tempfile.mkdtemp(prefix="w-", dir=root)
+            if as_user:
+                os.chown(workdir, as_user["user"], as_user["group"])
+            command = [
+                jail.interpreter(),
+                "-I",
+                "-S",
+                "-X",
+                "utf8",
+                str(WORKER_PROGRAM),
+                json.dumps({"workdir": workdir}),
+            ]
+            self.isolation = {**jail_state, "user": _setting("SANDBOX_USER") if as_user else _current_user()}
+        try:
+            self.process = subprocess.Popen(  # noqa: S603 - our own program, no shell, fixed arguments
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env={"LANG": "C.UTF-8"},
+                cwd="/",
+                close_fds=True,
+                pass_fds=passed,
+                start_new_session=True,
+                **as_user,
+            )
+        except OSError as exc:
+            raise SandboxUnavailable(f"The code sandbox did not start: {exc}") from exc
+        finally:
+            for fd in passed:
+                os.close(fd)
         self.calls = 0
+        #: Whom the worker is checked out for (None while idle).
+        self.owner: str | None = None
         try:
             hello = self._receive(time.monotonic() + START_TIMEOUT_S)
         except _WorkerLost as exc:
+            problem = self._stderr()
             self.kill()
-            raise SandboxUnavailable(f"The code sandbox did not start: {exc}") from exc
+            raise SandboxUnavailable(f"The code sandbox did not start: {problem or exc}") from exc
         if not hello.get("ready"):
             self.kill()
-            if hello.get("isolation_failed"):
-                raise SandboxNotIsolated(f"Code cannot run here: {hello['error']}.")
             raise SandboxUnavailable(hello.get("error", "The code sandbox did not start."))
-        self.isolation: dict = hello["isolation"]
         os.set_blocking(self.process.stdout.fileno(), False)
+
+    def _stderr(self) -> str:
+        """What a worker that failed to start said (bwrap explains itself there), its first line."""
+        try:
+            self.process.wait(timeout=1)
+            return self.process.stderr.read(4096).decode("utf-8", "replace").strip().splitlines()[0]
+        except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+            return ""
 
     @property
     def pid(self) -> int:
@@ -162,6 +243,13 @@ class SandboxWorker:
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def retired(self) -> bool:
+        """Whether the worker left between two calls, on its own (it could not empty its directory)."""
+        try:
+            return self.process.wait(timeout=1) == RETIRED
+        except subprocess.TimeoutExpired:
+            return False
 
     async def call(self, *, limits: dict, payload: bytes, timeout_s: float) -> tuple[dict, bytes, bytes]:
         """One call: (status, the child's result frame, what it printed), awaited on the running loop."""
@@ -243,7 +331,7 @@ class SandboxWorker:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             logger.warning("sandbox worker %s did not die after SIGKILL", self.pid)
-        for stream in (self.process.stdin, self.process.stdout):
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             try:
                 stream.close()
             except OSError:
@@ -260,72 +348,143 @@ class SandboxWorker:
 
 
 class SandboxPool:
-    """Warm workers for this process: at most ``max_workers``, ``min_idle`` kept ready."""
+    """Warm workers for this process: at most ``max_workers``, ``min_idle`` kept ready, ``user_share`` per owner."""
 
-    def __init__(self, *, max_workers: int, min_idle: int, require_isolation: bool):
+    def __init__(
+        self,
+        *,
+        max_workers: int,
+        min_idle: int,
+        require_isolation: bool,
+        user_share: int | None = None,
+        hidden_extensions: frozenset[str] = jail.HIDDEN_EXTENSIONS,
+    ):
         self.max_workers = max_workers
+        self.hidden_extensions = hidden_extensions
         self.min_idle = min(min_idle, max_workers)
+        self.user_share = max(1, min(user_share or (max_workers * 3) // 4, max_workers))
         self.require_isolation = require_isolation
         self.pid = os.getpid()
+        # Working directories of unisolated workers (a developer machine); unused in the jail.
         self.root = tempfile.mkdtemp(prefix="weft-sandbox-")
-        os.chmod(self.root, 0o755)  # noqa: S103 - an empty mount point; the workers chroot into it
+        os.chmod(self.root, 0o755)  # noqa: S103 - the unprivileged sandbox user must reach its directory
         self._lock = threading.Lock()
         self._idle: list[SandboxWorker] = []
         self._count = 0  # live workers plus those being started
+        #: Workers started so far (a warm pool starts none per call).
+        self.started = 0
         self._warming = 0  # of which started to be idle (by top_up)
         self._closed = False
+        self._held: dict[str, int] = {}  # workers checked out, by owner
+        self._waiting: dict[int, str] = {}  # tickets of the callers waiting, in order, and their owners
+        self._tickets = itertools.count()
 
     # --- Checkout -------------------------------------------------------------------------------
 
-    def _take(self) -> tuple[SandboxWorker | None, bool]:
-        """An idle worker, or (None, True) with a start reserved, or (None, False) when full."""
+    def _first_in_line(self) -> int | None:
+        """The waiter that gets the next free worker: its owner holds the fewest, then it came first."""
+        eligible = [
+            (self._held.get(owner, 0), ticket)
+            for ticket, owner in self._waiting.items()
+            if self._held.get(owner, 0) < self.user_share
+        ]
+        return min(eligible)[1] if eligible else None
+
+    def _take(self, owner: str, ticket: int) -> tuple[SandboxWorker | None, bool]:
+        """For waiter ``ticket``: an idle worker, or (None, True) with a start reserved, or (None, False): wait."""
         with self._lock:
             if self._closed:
                 raise SandboxUnavailable("The code sandbox is shut down.")
+            if self._first_in_line() != ticket:
+                return None, False
+            worker = None
             while self._idle:
-                worker = self._idle.pop(0)
-                if worker.alive():
-                    return worker, False
+                candidate = self._idle.pop(0)
+                if candidate.alive():
+                    worker = candidate
+                    break
                 self._count -= 1
-            if self._count < self.max_workers:
+            if worker is None:
+                if self._count >= self.max_workers:
+                    return None, False
                 self._count += 1
-                return None, True
-            return None, False
+            del self._waiting[ticket]
+            self._held[owner] = self._held.get(owner, 0) + 1
+            if worker is not None:
+                worker.owner = owner
+            return worker, worker is None
 
     def _start(self) -> SandboxWorker:
         """Start a worker for a reserved place (blocking)."""
+        with self._lock:
+            self.started += 1
         try:
-            return SandboxWorker(root=self.root, require_isolation=self.require_isolation)
+            return SandboxWorker(
+                root=self.root, require_isolation=self.require_isolation, hidden=self.hidden_extensions
+            )
         except BaseException:
             with self._lock:
                 self._count -= 1
             raise
 
-    async def acquire(self) -> SandboxWorker:
-        delay = 0.001
-        while True:
-            worker, may_start = self._take()
-            if worker is not None:
-                self._top_up_later()
-                return worker
-            if may_start:
-                started = asyncio.get_running_loop().run_in_executor(None, self._start)
-                try:
-                    worker = await asyncio.shield(started)
-                except asyncio.CancelledError:
-                    started.add_done_callback(self._keep_if_started)
-                    raise
-                self._top_up_later()
-                return worker
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
+    def _give_back(self, owner: str) -> None:
+        """A reserved start that brought no worker: the place is the owner's no more."""
+        with self._lock:
+            self._held[owner] -= 1
+            if not self._held[owner]:
+                del self._held[owner]
 
-    def _keep_if_started(self, future) -> None:
+    async def acquire(self, owner: str = "") -> SandboxWorker:
+        """A worker for ``owner`` (whom the call counts for), once it is this owner's turn."""
+        delay = 0.001
+        with self._lock:
+            ticket = next(self._tickets)
+            self._waiting[ticket] = owner
+        try:
+            while True:
+                worker, may_start = self._take(owner, ticket)
+                if worker is not None:
+                    self._top_up_later()
+                    return worker
+                if may_start:
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        finally:
+            with self._lock:
+                self._waiting.pop(ticket, None)
+        started = asyncio.get_running_loop().run_in_executor(None, self._start)
+        try:
+            worker = await asyncio.shield(started)
+        except asyncio.CancelledError:
+            started.add_done_callback(functools.partial(self._keep_if_started, owner))
+            raise
+        except BaseException:
+            self._give_back(owner)
+            raise
+        worker.owner = owner
+        self._top_up_later()
+        return worker
+
+    def _keep_if_started(self, owner: str, future) -> None:
         if not future.cancelled() and future.exception() is None:
-            self.release(future.result())
+            worker = future.result()
+            worker.owner = owner
+            self.release(worker)
+        else:
+            self._give_back(owner)
+
+    def _returned(self, worker: SandboxWorker) -> None:
+        """Count ``worker`` off its owner's share (under the lock)."""
+        owner, worker.owner = worker.owner, None
+        if owner is not None:
+            self._held[owner] -= 1
+            if not self._held[owner]:
+                del self._held[owner]
 
     def release(self, worker: SandboxWorker) -> None:
         with self._lock:
+            self._returned(worker)
             if not self._closed and worker.alive():
                 self._idle.append(worker)
                 return
@@ -336,6 +495,7 @@ class SandboxPool:
         """Kill a worker that is in a bad or unknown state (timed out, cancelled) and replace it."""
         worker.kill()
         with self._lock:
+            self._returned(worker)
             self._count -= 1
         self._top_up_later()
 
@@ -383,6 +543,15 @@ class SandboxPool:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _current_user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
 _pool: SandboxPool | None = None
 _pool_lock = threading.Lock()
 
@@ -396,12 +565,22 @@ def get_pool() -> SandboxPool:
                 max_workers=int(_setting("SANDBOX_MAX_WORKERS")),
                 min_idle=int(_setting("SANDBOX_MIN_IDLE")),
                 require_isolation=bool(_setting("SANDBOX_REQUIRE_ISOLATION")),
+                user_share=_setting("SANDBOX_USER_SHARE"),
             )
         return _pool
 
 
 def prewarm() -> None:
-    """Start the idle workers now (call it when a worker process starts), not on the first code node."""
+    """Say whether code can be isolated here, and start the idle workers now (call it when a
+    process that executes runs starts), not on the first code node."""
+    state = jail.status()
+    if state["isolated"]:
+        logger.info("Code sandbox: %s, limits by %s.", state["tool"], state["limits"])
+    elif _setting("SANDBOX_REQUIRE_ISOLATION"):
+        logger.error("Code nodes cannot run in this process: %s.", state["problem"])
+        return
+    else:
+        logger.warning("Code nodes run UNISOLATED (SANDBOX_REQUIRE_ISOLATION is off): %s.", state["problem"])
     get_pool().top_up()
 
 
@@ -415,14 +594,18 @@ def shutdown() -> None:
         pool.close()
 
 
-async def run_code(*, code: str, inputs: dict, limits: Limits | None = None) -> SandboxResult:
+async def run_code(
+    *, code: str, inputs: dict, limits: Limits | None = None, owner: str = "", pool: SandboxPool | None = None
+) -> SandboxResult:
     """Run ``main(**inputs)`` from ``code`` in a sandbox and return the dict it returned.
 
     The contract for the user's code: define ``def main(**inputs) -> dict``; the inputs and the
-    result are JSON (the result at most ``SANDBOX_RESULT_MAX_BYTES``); the preloaded standard
-    modules (math, json, re, datetime, ... see ``_zygote.PRELOADED``) can be imported, nothing
-    else can; there is no network, no process creation and an empty, private working directory.
-    What it prints is returned as ``output`` (the first 8 KiB).
+    result are JSON (the result at most ``SANDBOX_RESULT_MAX_BYTES``); the standard library can be
+    imported (the modules of ``_zygote.PRELOADED`` at no cost), but for the extension modules the
+    jail leaves out (``ctypes`` among them, see ``jail.HIDDEN_EXTENSIONS``); there is no network,
+    no process creation, no thread, and an empty, private working directory. What it prints is
+    returned as ``output`` (the first 8 KiB). ``owner`` is whom the call counts for in the
+    pool's fair share (the user a run counts for); ``pool`` is this process's unless given.
 
     Raises :class:`SandboxTimeout` (wall or CPU limit), :class:`SandboxMemoryExceeded`,
     :class:`SandboxError` (anything else the code did wrong), :class:`SandboxUnavailable`
@@ -431,22 +614,26 @@ async def run_code(*, code: str, inputs: dict, limits: Limits | None = None) -> 
     """
     resolved = (limits or Limits()).resolved()
     payload = json.dumps({"code": code, "inputs": inputs}).encode()
-    pool = get_pool()
-    worker = await pool.acquire()
-    answered = False
-    try:
-        status, result, output = await worker.call(
-            limits=resolved, payload=payload, timeout_s=resolved["wall_s"] + ANSWER_GRACE_S
-        )
-        answered = True
-    except _WorkerLost as exc:
-        raise SandboxUnavailable(f"The code sandbox stopped answering: {exc}") from exc
-    finally:
-        if answered:
-            pool.release(worker)
-        else:
-            pool.discard(worker)
-    return _outcome(status, result, output.decode("utf-8", "replace"), resolved)
+    pool = pool or get_pool()
+    for _ in range(RETIRED_RETRIES):
+        worker = await pool.acquire(owner)
+        answered = False
+        try:
+            status, result, output = await worker.call(
+                limits=resolved, payload=payload, timeout_s=resolved["wall_s"] + ANSWER_GRACE_S
+            )
+            answered = True
+        except _WorkerLost as exc:
+            if worker.retired():
+                continue  # it left before reading this call (an earlier call's mess): take another
+            raise SandboxUnavailable(f"The code sandbox stopped answering: {exc}") from exc
+        finally:
+            if answered:
+                pool.release(worker)
+            else:
+                pool.discard(worker)
+        return _outcome(status, result, output.decode("utf-8", "replace"), resolved)
+    raise SandboxUnavailable("The code sandbox's workers kept retiring.")
 
 
 def _outcome(status: dict, result: bytes, output: str, limits: dict) -> SandboxResult:
