@@ -5,10 +5,11 @@ import time
 
 import pytest
 
-from tests.engine.conftest import chain, end, execute, node, start, timeline
+from tests.engine.conftest import chain, edge, end, execute, node, start, timeline
 from workflows.engine import validate_graph
 from workflows.engine.executor import RunExecutor
 from workflows.engine.journal import MemoryJournal
+from workflows.engine.sandbox import get_pool, shutdown
 
 DOUBLE = "def main(n, label):\n    return {'double': n * 2, 'label': label.upper()}"
 
@@ -99,3 +100,38 @@ def test_code_that_cannot_run_is_reported_at_validation(code, message):
     issues = [issue for issue in validate_graph(graph) if issue.node == "calc"]
     assert [issue.field for issue in issues] == ["config.code"]
     assert message in issues[0].message
+
+
+SLOW_CLOCKED = (
+    "import time\ndef main():\n    start = time.time()\n    time.sleep(2)\n"
+    "    return {'start': start, 'end': time.time()}"
+)
+CLOCKED = "import time\ndef main():\n    return {'start': time.time()}"
+
+
+async def test_one_users_long_code_nodes_leave_a_worker_for_another_users(settings):
+    # Four sandbox workers: user 1's run has four code nodes at once, each sleeping. User 2's
+    # trivial code node, started while they sleep, runs before any of them ends.
+    shutdown()
+    settings.WEFT = {**settings.WEFT, "SANDBOX_MAX_WORKERS": 4, "SANDBOX_MIN_IDLE": 0}
+    try:
+        sleepers = [node(f"slow{i}", "code", {"code": SLOW_CLOCKED}) for i in range(4)]
+        hog_graph = {
+            "nodes": [start(), *sleepers, end(**{s["id"]: f"{{{{ {s['id']} }}}}" for s in sleepers})],
+            "edges": [edge("start", s["id"]) for s in sleepers] + [edge(s["id"], "end") for s in sleepers],
+        }
+        hog = RunExecutor(graph=hog_graph, inputs={}, system={"run_id": "hog", "user_id": 1}, journal=MemoryJournal())
+        hogging = asyncio.create_task(hog.run())
+        while get_pool()._held.get("user:1", 0) < get_pool().user_share:
+            await asyncio.sleep(0.02)
+        other_graph = chain(start(), node("calc", "code", {"code": CLOCKED}), end(start="{{ calc.start }}"))
+        other = RunExecutor(
+            graph=other_graph, inputs={}, system={"run_id": "other", "user_id": 2}, journal=MemoryJournal()
+        )
+        result = await other.run()
+        assert result.status == "succeeded", result.error
+        hogged = await hogging
+        assert hogged.status == "succeeded", hogged.error
+        assert result.outputs["start"] < min(output["end"] for output in hogged.outputs.values())
+    finally:
+        shutdown()

@@ -77,10 +77,10 @@ class AgentNode(NodeType):
 
         if not ctx.workflow_id:
             raise NonRetryableError("An agent node runs only within a workflow (its owner's agents).")
-        agent_id = ctx.render(config["agent"]).strip()
+        agent_id = (await ctx.render(config["agent"])).strip()
         spec = await _in_thread(_load, agent_id=agent_id, workflow_id=ctx.workflow_id)
         messages = [{"role": "system", "content": spec.system_prompt}] if spec.system_prompt else []
-        messages.append({"role": "user", "content": ctx.render(config["input"])})
+        messages.append({"role": "user", "content": await ctx.render(config["input"])})
 
         async def tool_gate(tool) -> None:
             await _in_thread(tool_runnable_get, tool_id=tool.id, owner_id=spec.owner_id)

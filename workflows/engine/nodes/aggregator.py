@@ -31,7 +31,7 @@ class Aggregator(NodeType):
         values = []
         for source in config["variables"]:
             try:
-                values.append(ctx.render_value(source))
+                values.append(await ctx.render_value(source))
             except TemplateRenderError as exc:
                 if not isinstance(exc.__cause__, UndefinedError):
                     raise

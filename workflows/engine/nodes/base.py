@@ -9,14 +9,15 @@ Adding a node type is one class in a module of this package::
         outputs = frozenset({"text"})
 
         async def execute(self, ctx: NodeContext, config: dict) -> dict:
-            return {"text": ctx.render(config["text"]).upper()}
+            return {"text": (await ctx.render(config["text"])).upper()}
 
 - ``config_schema`` is a JSON Schema (draft 2020-12) for the node's ``config``; :meth:`check`
   adds rules a schema cannot say. Problems come back as ``GraphIssue(node, "config.<path>", message)``.
 - ``outputs`` names the fields of the dict ``execute`` returns (None: not known in advance, e.g.
   a code node), so that ``{{ node.field }}`` references can be checked before a run.
-- ``execute`` receives the raw config and renders what it needs with ``ctx.render`` /
-  ``ctx.render_value`` over the variables the node may see. It raises
+- ``execute`` receives the raw config and renders what it needs with ``await ctx.render`` /
+  ``await ctx.render_value`` over the variables the node may see (within the node's timeout and
+  the operator's template budgets, never holding the event loop for long). It raises
   :class:`~workflows.engine.errors.RetryableError` (with ``retry_after`` seconds when the other
   side said so) or :class:`~workflows.engine.errors.NonRetryableError`; anything else counts as
   retryable. Timeout and cancellation arrive as ``asyncio.CancelledError`` at an ``await``:
@@ -25,6 +26,7 @@ Adding a node type is one class in a module of this package::
 """
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -33,7 +35,7 @@ from jsonschema import Draft202012Validator
 
 from ..errors import RunCancelled
 from ..graph import GraphIssue
-from ..templating import render_text, render_value, strings_in
+from ..templating import arender_text, arender_value, strings_in
 
 EmitFunction = Callable[[str, dict], Awaitable[None]]
 
@@ -62,13 +64,18 @@ class NodeContext:
     #: Runs a sub-graph (iteration); set by the executor.
     run_subgraph: Callable[..., Awaitable[dict]] | None = None
 
-    def render(self, source: str) -> str:
+    async def render(self, source: str) -> str:
         """Render ``source`` as text over the node's variables."""
-        return render_text(source, self.variables)
+        return await arender_text(source, self.variables, deadline=self._render_deadline(), lane=self.run_id)
 
-    def render_value(self, value: Any) -> Any:
+    async def render_value(self, value: Any) -> Any:
         """Render every string in ``value``; ``"{{ a.b }}"`` alone keeps the value's type."""
-        return render_value(value, self.variables)
+        return await arender_value(value, self.variables, deadline=self._render_deadline(), lane=self.run_id)
+
+    def _render_deadline(self) -> float | None:
+        """The node's deadline on ``time.monotonic()``, the clock a render in a thread can read."""
+        left = self.time_left()
+        return None if left is None else time.monotonic() + left
 
     async def delta(self, data: dict) -> None:
         """Stream a partial result (an llm token, a progress note) as a ``node.delta`` event."""

@@ -61,7 +61,7 @@ class Code(NodeType):
             yield "code", "Define def main(**inputs) -> dict at the top level."
 
     async def execute(self, ctx: NodeContext, config: dict) -> dict:
-        inputs = ctx.render_value(config.get("inputs", {}))
+        inputs = await ctx.render_value(config.get("inputs", {}))
         if not isinstance(inputs, dict):
             raise NonRetryableError(f"inputs must be an object, got {type(inputs).__name__}.")
         try:
@@ -69,5 +69,13 @@ class Code(NodeType):
         except (TypeError, ValueError) as exc:
             raise NonRetryableError(f"inputs must be JSON: {exc}") from exc
         limits = Limits(cpu_s=config.get("cpu_s"), wall_s=config.get("timeout_s"), memory_mb=config.get("memory_mb"))
-        outcome = await run_code(code=config["code"], inputs=inputs, limits=limits)
+        outcome = await run_code(code=config["code"], inputs=inputs, limits=limits, owner=_owner(ctx))
         return outcome.result
+
+
+def _owner(ctx: NodeContext) -> str:
+    """Whom the call counts for in the sandbox's fair share: the user who started the run, else its workflow."""
+    system = ctx.variables.get("sys", {})
+    if system.get("user_id") is not None:
+        return f"user:{system['user_id']}"
+    return f"workflow:{system.get('workflow_id') or ctx.workflow_id}"

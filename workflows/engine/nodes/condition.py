@@ -104,19 +104,23 @@ class Condition(NodeType):
 
     async def execute(self, ctx: NodeContext, config: dict) -> dict:
         for case in config["cases"]:
-            if self._holds(ctx, case):
+            if await self._holds(ctx, case):
                 return {"case": case["id"]}
         return {"case": ELSE}
 
-    def _holds(self, ctx: NodeContext, case: dict) -> bool:
+    async def _holds(self, ctx: NodeContext, case: dict) -> bool:
         if "expression" in case:
-            return bool(ctx.render_value(case["expression"]))
-        results = (self._compare(ctx, condition) for condition in case["conditions"])
-        return all(results) if case.get("logic", "and") == "and" else any(results)
+            return bool(await ctx.render_value(case["expression"]))
+        every = case.get("logic", "and") == "and"
+        for condition in case["conditions"]:
+            if await self._compare(ctx, condition) != every:
+                return not every  # and: the first false one decides; or: the first true one
+        return every
 
-    def _compare(self, ctx: NodeContext, condition: dict) -> bool:
-        left = ctx.render_value(condition["variable"])
-        right = ctx.render_value(condition.get("value"))
+    async def _compare(self, ctx: NodeContext, condition: dict) -> bool:
+        # The operators are linear in their operands, which the render bounds (TEMPLATE_MAX_OUTPUT_CHARS).
+        left = await ctx.render_value(condition["variable"])
+        right = await ctx.render_value(condition.get("value"))
         try:
             return bool(OPERATORS[condition["operator"]](left, right))
         except TypeError as exc:

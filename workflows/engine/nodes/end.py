@@ -18,4 +18,4 @@ class End(NodeType):
         return frozenset(config.get("outputs", {}))
 
     async def execute(self, ctx: NodeContext, config: dict) -> dict:
-        return ctx.render_value(config.get("outputs", {}))
+        return await ctx.render_value(config.get("outputs", {}))

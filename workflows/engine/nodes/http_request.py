@@ -72,14 +72,16 @@ class HTTPRequest(NodeType):
         policy = outbound_policy()
         timeout_s = min(config.get("timeout_s", policy.timeout_s), policy.timeout_s)
         max_bytes = min(config.get("max_bytes", policy.max_bytes), policy.max_bytes)
-        url = check_url(ctx.render(config["url"]).strip(), policy=policy)
+        url = check_url((await ctx.render(config["url"])).strip(), policy=policy)
         if config.get("query"):
-            url = url.copy_merge_params(_query(ctx.render_value(config["query"])))
-        request: dict = {"headers": {name: ctx.render(value) for name, value in config.get("headers", {}).items()}}
+            url = url.copy_merge_params(_query(await ctx.render_value(config["query"])))
+        request: dict = {
+            "headers": {name: await ctx.render(value) for name, value in config.get("headers", {}).items()}
+        }
         if "json" in config:
-            request["json"] = ctx.render_value(config["json"])
+            request["json"] = await ctx.render_value(config["json"])
         elif "body" in config:
-            request["content"] = ctx.render(config["body"]).encode()
+            request["content"] = (await ctx.render(config["body"])).encode()
         follow = config.get("follow_redirects", True)
         async with guarded_async_client(timeout_s=timeout_s, follow_redirects=follow, policy=policy) as client:
             with outbound_errors():

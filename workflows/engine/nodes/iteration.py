@@ -60,7 +60,7 @@ class Iteration(NodeType):
         yield "config.graph", config["graph"], ITEM_VARIABLES
 
     async def execute(self, ctx: NodeContext, config: dict) -> dict:
-        items = ctx.render_value(config["items"])
+        items = await ctx.render_value(config["items"])
         if not isinstance(items, list):
             raise NonRetryableError(f"items must be a list, got {type(items).__name__}.")
         if len(items) > engine_settings.ITERATION_MAX_ITEMS:

@@ -163,7 +163,7 @@ class LLM(NodeType):
                 yield "provider", "Must be the id of an LLM provider."
 
     async def execute(self, ctx: NodeContext, config: dict) -> dict:
-        provider_id = ctx.render(config["provider"])
+        provider_id = await ctx.render(config["provider"])
         provider = None
         if ctx.workflow_id:
             provider = await asyncio.to_thread(_provider_for, provider_id=provider_id, workflow_id=ctx.workflow_id)
@@ -173,10 +173,10 @@ class LLM(NodeType):
         if not model:
             raise NonRetryableError(f"No model given and provider {provider.name!r} has no default model.")
         if "messages" in config:
-            messages = [{"role": m["role"], "content": ctx.render(m["content"])} for m in config["messages"]]
+            messages = [{"role": m["role"], "content": await ctx.render(m["content"])} for m in config["messages"]]
         else:
-            messages = [{"role": "system", "content": ctx.render(config["system"])}] if "system" in config else []
-            messages.append({"role": "user", "content": ctx.render(config["prompt"])})
+            messages = [{"role": "system", "content": await ctx.render(config["system"])}] if "system" in config else []
+            messages.append({"role": "user", "content": await ctx.render(config["prompt"])})
         memory = config.get("memory") or {}
         scope = None
         if memory.get("enabled") and ctx.run_id:

@@ -17,4 +17,4 @@ class Template(NodeType):
     outputs = frozenset({"text"})
 
     async def execute(self, ctx: NodeContext, config: dict) -> dict:
-        return {"text": ctx.render(config["template"])}
+        return {"text": await ctx.render(config["template"])}

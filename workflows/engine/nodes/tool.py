@@ -66,9 +66,9 @@ class ToolNode(NodeType):
 
         if not ctx.workflow_id:
             raise NonRetryableError("A tool node runs only within a workflow (its owner's tools).")
-        tool_id = ctx.render(config["tool"]).strip()
+        tool_id = (await ctx.render(config["tool"])).strip()
         spec = await asyncio.to_thread(_runnable_tool, tool_id=tool_id, workflow_id=ctx.workflow_id)
-        arguments = ctx.render_value(config.get("arguments", {}))
+        arguments = await ctx.render_value(config.get("arguments", {}))
         timeout_s = config.get("timeout_s")
         left = ctx.time_left()
         if left is not None:
