@@ -5,7 +5,8 @@
 - ``/json`` answers ``{"hello": "world"}``; ``/echo`` answers the request back as JSON;
 - ``/redirect`` [``to``, ``status``] redirects to ``to``;
 - ``/status`` [``code``, ``retry_after``] answers that status (with ``Retry-After``);
-- ``/bytes`` [``n``] answers ``n`` bytes; ``/drip`` [``n``, ``every``] one byte every ``every`` seconds.
+- ``/bytes`` [``n``] answers ``n`` bytes; ``/drip`` [``n``, ``every``] one byte every ``every`` seconds;
+- ``/body`` [``text``, ``type``] answers ``text`` (UTF-8; ``%00`` in the URL is a NUL byte) as ``type``.
 """
 
 import json
@@ -79,6 +80,8 @@ def _handler_for(fake: FakeHTTP):
             elif route == "/status":
                 headers = {"Retry-After": query["retry_after"]} if "retry_after" in query else {}
                 self._answer(int(query["code"]), b'{"error": "scripted"}', headers=headers)
+            elif route == "/body":
+                self._answer(200, query.get("text", "").encode(), query.get("type", "text/plain"))
             elif route == "/bytes":
                 self._answer(200, b"x" * int(query["n"]), "application/octet-stream")
             elif route == "/drip":

@@ -37,8 +37,9 @@ from typing import Any
 from .conf import engine_settings
 from .errors import EngineError, InvalidGraph, NodeTimeout, NonRetryableError
 from .graph import ERROR_HANDLE, GraphSpec, NodeSpec
-from .journal import Journal, TaskChange, TaskRecord
+from .journal import Journal, OutputNotStored, TaskChange, TaskRecord
 from .nodes import NodeContext, NodeType, get_node_type
+from .outputs import cleaned, output_checked
 from .policy import ErrorPolicy
 from .templating import references, strings_in
 from .validation import validate_graph
@@ -253,8 +254,9 @@ class RunExecutor:
             started = time.monotonic()
             try:
                 output = await self._attempt(node_type, node, policy, scope=scope, attempt=attempt, variables=variables)
+                output = output_checked(output)  # as it is stored and passed on; too large: not retried
             except Exception as exc:
-                error = _error_text(exc)
+                error = cleaned(_error_text(exc))
                 retryable = not isinstance(exc, NonRetryableError)
                 if not isinstance(exc, EngineError):
                     logger.warning("Node %s of run %s raised", node.id, self.system.get("run_id"), exc_info=exc)
@@ -270,7 +272,10 @@ class RunExecutor:
             duration_ms = round((time.monotonic() - started) * 1000, 3)
             change = TaskChange(node.id, scope, node.type, node.name, SUCCEEDED, attempt, output=output, finished=True)
             data = {"attempt": attempt, "output": output, "duration_ms": duration_ms, **extra}
-            await self.journal.record("node.succeeded", node.id, data, change, durable=node_type.effects)
+            try:
+                await self.journal.record("node.succeeded", node.id, data, change, durable=node_type.effects)
+            except OutputNotStored as exc:  # stored as failed: its effect happened, so it is not retried
+                return await self._failed(node_type, node, policy, scope=scope, attempt=attempt, error=str(exc))
             return self._success(node_type, node, output)
 
     async def _attempt(self, node_type, node, policy, *, scope, attempt, variables) -> dict:

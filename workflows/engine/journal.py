@@ -2,11 +2,24 @@
 
 The Django-backed journal (``workflows.execution.journal``) writes rows and streams events;
 :class:`MemoryJournal` keeps them in lists (tests, golden histories).
+
+Node outputs reach a journal checked and cleaned (:mod:`.outputs`); a journal that stores
+values cleans whatever it writes by the same rule all the same (an error text, a streamed
+delta), so that no value can make its write fail. If its store still refuses a node's success
+for its data, it stores the node as failed instead, and a ``durable`` record of that success
+raises :class:`OutputNotStored`: the node is done (its effect happened: it is not retried) and
+its ``on_failure`` applies.
 """
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
+
+from .errors import NonRetryableError
+
+
+class OutputNotStored(NonRetryableError):
+    """The node succeeded, but its output could not be stored: it was recorded failed instead."""
 
 
 @dataclass
@@ -46,7 +59,8 @@ class Journal(Protocol):
 
         The event gets the next ``seq`` at once; it may be stored a moment later together with
         others (group commit), in ``seq`` order. With ``durable`` it, and every event before it,
-        is stored before this returns.
+        is stored before this returns, and a success whose output was refused raises
+        :class:`OutputNotStored`.
         """
 
     async def flush(self) -> None:

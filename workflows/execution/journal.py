@@ -20,11 +20,19 @@ On PostgreSQL the batches before the run's end commit without waiting for the WA
 ``JOURNAL_SYNCHRONOUS_COMMIT``): a worker's crash loses nothing committed, a crash of the
 database server may lose the last fraction of a second (those nodes run again on resume), and
 a node costs a commit, not a disk flush. The final batch waits for the flush.
+
+No value can break the journal: what a batch writes is cleaned by the rule of
+``workflows.engine.outputs`` (NUL and lone surrogates replaced, NaN and ±Infinity made null;
+one encoding of the batch tells whether anything needs it). If the database refuses a batch
+for its data all the same, its events are written one by one, and one it refuses is written
+without its data: a node's success becomes a failure saying its output could not be stored
+(``OutputNotStored`` for the executor, which applies the node's ``on_failure``), the run's
+success a failure. Only a lost lease or a lost database stops the journal.
 """
 
 import asyncio
 import contextlib
-import json
+import dataclasses
 import logging
 import time
 import uuid
@@ -32,15 +40,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.core.serializers.json import DjangoJSONEncoder
-from django.db import close_old_connections, connection, transaction
+from django.db import DataError, IntegrityError, close_old_connections, connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from workflows.engine.conf import engine_settings
 from workflows.engine.executor import LeaseLost
-from workflows.engine.journal import TaskChange, TaskRecord
+from workflows.engine.journal import OutputNotStored, TaskChange, TaskRecord
+from workflows.engine.outputs import OutputInvalid, cleaned, json_text, storable_json
 from workflows.models import Run, RunEvent, RunStatus, Task, TaskStatus
 
 from . import live
@@ -50,6 +58,8 @@ logger = logging.getLogger(__name__)
 OPEN_TASK_STATUSES = (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.RETRYING)
 #: How long a non-durable event may wait for others to share its transaction (seconds).
 LINGER_S = 0.002
+#: Characters of the database's complaint kept in the error of an event written without its data.
+REASON_MAX_CHARS = 200
 
 #: A batch in one statement: the lease guard moves the run's last_seq, and the events and the task
 #: rows are written only through the row it returned (none: nothing is). ``{end}``, ``{close}``
@@ -117,7 +127,10 @@ def claimable_condition(now) -> Q:
 
 @dataclass
 class _Entry:
-    """One event waiting for its transaction; ``final`` is the run's end (status, outputs, error)."""
+    """One event waiting for its transaction; ``final`` is the run's end (status, outputs, error).
+
+    ``unstored`` says why a node's success was written as a failure (its output was refused).
+    """
 
     seq: int
     event_type: str
@@ -126,6 +139,7 @@ class _Entry:
     at: datetime
     task: TaskChange | None = None
     final: dict | None = None
+    unstored: str = ""
 
 
 @dataclass
@@ -216,9 +230,12 @@ class DatabaseJournal:
     async def record(
         self, event_type: str, node_id: str, data: dict, task: TaskChange | None = None, *, durable: bool = False
     ) -> None:
-        self._queue(_Entry(self.seq + 1, event_type, node_id, data, timezone.now(), task))
+        entry = _Entry(self.seq + 1, event_type, node_id, data, timezone.now(), task)
+        self._queue(entry)
         if durable:
             await self.flush()
+            if entry.unstored:
+                raise OutputNotStored(entry.unstored)
 
     async def finish(self, status: str, *, outputs: dict | None, error: str, data: dict) -> None:
         final = {"status": status, "outputs": outputs, "error": error}
@@ -261,7 +278,7 @@ class DatabaseJournal:
             if not batch:
                 continue
             try:
-                await self._call(self._write, batch)
+                await self._call(self._write_or_salvage, batch)
             except Exception as exc:
                 # Nothing more is written: the next record (or the waiting ones) raise this.
                 self._broken = exc
@@ -294,17 +311,45 @@ class DatabaseJournal:
                 ]
             )
 
+    def _write_or_salvage(self, batch: list[_Entry]) -> None:
+        """Write ``batch``; if the database refuses its data, write its events one by one, each it
+        refuses without its data (nothing of a refused write was kept: it is one transaction)."""
+        try:
+            self._write(batch)
+        except Exception as exc:
+            if not _refused_data(exc):
+                raise
+            logger.warning(
+                "Events %s-%s of run %s were refused (%s); writing them one by one",
+                batch[0].seq,
+                batch[-1].seq,
+                self.run_id,
+                _reason(exc),
+            )
+            for entry in batch:
+                try:
+                    self._write([entry])
+                except Exception as refusal:
+                    if not _refused_data(refusal):
+                        raise
+                    reason = _reason(refusal)
+                    logger.warning("Event %s of run %s is stored without its data (%s)", entry.seq, self.run_id, reason)
+                    _strip(entry, reason=reason)
+                    self._write([entry])
+
     def _write(self, batch: list[_Entry]) -> None:
-        final = batch[-1].final
-        at = batch[-1].at
         postgresql = connection.vendor == "postgresql"
         asynchronous = postgresql and not engine_settings.JOURNAL_SYNCHRONOUS_COMMIT
         if postgresql:
             if asynchronous:
                 self._commit_without_flush()
-            self._write_in_one_statement(batch, final)
+            self._write_in_one_statement(batch)
             return
         # SQLite (embedded mode, tests): the ORM, in one transaction.
+        if storable_json([_written(entry) for entry in batch]) is None:
+            _clean(batch)
+        final = batch[-1].final
+        at = batch[-1].at
         end = {}
         if final is not None:
             end = {
@@ -323,11 +368,12 @@ class DatabaseJournal:
             if not moved:
                 raise LeaseLost(f"Run {self.run_id} is no longer held by {self.owner}.")
             RunEvent.objects.bulk_create([_event_row(self.run_id, entry) for entry in batch])
-            self._write_tasks(batch)
+            known = self._write_tasks(batch)
             if final is not None:
                 Task.objects.filter(run_id=self.run_id, status__in=OPEN_TASK_STATUSES).update(
                     status=TaskStatus.CANCELLED, finished_at=at
                 )
+        self._tasks.update(known)
 
     def _commit_without_flush(self) -> None:
         """This thread's connection commits without waiting for the WAL flush (set once per connection)."""
@@ -371,9 +417,10 @@ class DatabaseJournal:
             result.append((key, pk, write, events + write.events))
         return result
 
-    def _write_tasks(self, batch: list[_Entry]) -> None:
-        """Each task row the batch touches is written once (the ORM path: SQLite)."""
-        created = []
+    def _write_tasks(self, batch: list[_Entry]) -> dict:
+        """Each task row the batch touches is written once (the ORM path: SQLite); the rows' ids and
+        events, to be known once the transaction commits."""
+        created, known = [], {}
         for key, pk, write, events in self._task_writes(batch):
             if pk is None:
                 change = write.change
@@ -393,16 +440,33 @@ class DatabaseJournal:
             if write.first_start is not None:
                 fields["started_at"] = Coalesce(F("started_at"), write.first_start)
             Task.objects.filter(pk=pk).update(**fields)
-            self._tasks[key] = (pk, events)
+            known[key] = (pk, events)
         if created:
             Task.objects.bulk_create([task for _, task in created])
             for key, task in created:
-                self._tasks[key] = (task.pk, task.events)
+                known[key] = (task.pk, task.events)
+        return known
 
-    def _write_in_one_statement(self, batch: list[_Entry], final: dict | None) -> None:
-        """PostgreSQL: the lease guard, the events and the task rows (and, with ``final``, the run's
-        end) in one statement, committed by itself (one round trip). Nothing is written when the
-        guard matches no row."""
+    def _write_in_one_statement(self, batch: list[_Entry]) -> None:
+        """PostgreSQL: the lease guard, the events and the task rows (and, with a final entry, the
+        run's end) in one statement, committed by itself (one round trip). Nothing is written when
+        the guard matches no row."""
+        statement = self._statement(batch, encode=storable_json)
+        if statement is None:  # something in the batch must be cleaned first
+            _clean(batch)
+            statement = self._statement(batch, encode=json_text)
+        sql, params, known = statement
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            moved = cursor.fetchone()[0]
+        if not moved:
+            raise LeaseLost(f"Run {self.run_id} is no longer held by {self.owner}.")
+        self._tasks.update(known)
+
+    def _statement(self, batch: list[_Entry], *, encode) -> tuple[str, list, dict] | None:
+        """The batch's SQL, its parameters and the task rows it writes; None if ``encode`` (which
+        gives JSON text, or None for a value that must be cleaned first) refused a value."""
+        final = batch[-1].final
         at = batch[-1].at
         events = [
             {"seq": e.seq, "type": e.event_type, "node_id": e.node_id, "data": e.data, "at": e.at.isoformat()}
@@ -416,9 +480,14 @@ class DatabaseJournal:
             status = fields["status"]
             if final is not None and status in OPEN_TASK_STATUSES:
                 status, finished_at, touch_finished = TaskStatus.CANCELLED, at, True  # as the run ends
+            output = None
+            if fields["output_data"] is not None:
+                output = encode(fields["output_data"])
+                if output is None:
+                    return None
             row = {
                 "status": status,
-                "output_data": None if fields["output_data"] is None else _json(fields["output_data"]),
+                "output_data": output,
                 "error": fields["error"],
                 "attempt": fields["attempt"],
                 "retry_count": fields["retry_count"],
@@ -443,21 +512,18 @@ class DatabaseJournal:
                 changed.append({**row, "id": str(pk), "touch_finished": touch_finished})
             known[key] = (pk, task_events)
         guard = [self.run_id, self.owner, batch[0].seq - 1]
-        rows = [_json(events), _json(created), _json(changed)]
+        rows = [encode(events), encode(created), encode(changed)]
+        if None in rows:
+            return None
         if final is None:
-            sql, params = _WRITE_BATCH_SQL, [batch[-1].seq, *guard, *rows]
-        else:
-            outputs = None if final["outputs"] is None else _json(final["outputs"])
-            end = [final["status"], outputs, final["error"], at, at]
-            written = [row["id"] for row in changed]
-            closed = [TaskStatus.CANCELLED, at, list(OPEN_TASK_STATUSES), written]
-            sql, params = _WRITE_FINAL_SQL, [batch[-1].seq, *end, *guard, *rows, *closed]
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            moved = cursor.fetchone()[0]
-        if not moved:
-            raise LeaseLost(f"Run {self.run_id} is no longer held by {self.owner}.")
-        self._tasks.update(known)
+            return _WRITE_BATCH_SQL, [batch[-1].seq, *guard, *rows], known
+        outputs = None if final["outputs"] is None else encode(final["outputs"])
+        if (final["outputs"] is not None and outputs is None) or encode(final["error"]) is None:
+            return None
+        end = [final["status"], outputs, final["error"], at, at]
+        written = [row["id"] for row in changed]
+        closed = [TaskStatus.CANCELLED, at, list(OPEN_TASK_STATUSES), written]
+        return _WRITE_FINAL_SQL, [batch[-1].seq, *end, *guard, *rows, *closed], known
 
     async def heartbeat(self) -> str:
         renew = time.monotonic() - self._renewed >= engine_settings.HEARTBEAT_S
@@ -526,8 +592,63 @@ class DatabaseJournal:
         self._thread.shutdown(wait=False)
 
 
-def _json(value) -> str:
-    return json.dumps(value, cls=DjangoJSONEncoder)
+def _written(entry: _Entry) -> list:
+    """What of ``entry`` goes into the database and may need cleaning."""
+    task = entry.task
+    return [entry.data, task and task.output, task and task.error, entry.final]
+
+
+def _clean(batch: list[_Entry]) -> None:
+    """Clean what each entry writes by the rule of ``workflows.engine.outputs`` (OutputInvalid for
+    what no rule makes storable); the cleaned data is also what is streamed."""
+    for entry in batch:
+        entry.data = cleaned(entry.data)
+        if entry.task is not None:
+            entry.task = dataclasses.replace(
+                entry.task, output=cleaned(entry.task.output), error=cleaned(entry.task.error)
+            )
+        if entry.final is not None:
+            entry.final = {
+                **entry.final,
+                "outputs": cleaned(entry.final["outputs"]),
+                "error": cleaned(entry.final["error"]),
+            }
+
+
+def _refused_data(exc: BaseException) -> bool:
+    """Whether a write failed for what it held (a value; a constraint, such as SQLite's JSON_VALID;
+    a database limit, such as a size) rather than for the lease or the connection. A refusal that
+    was not about the data refuses the same rows without their data too: the journal then stops."""
+    refusals = (OutputInvalid, DataError, IntegrityError, ValueError, TypeError, RecursionError, OverflowError)
+    if isinstance(exc, refusals):
+        return True
+    return str(getattr(exc.__cause__, "sqlstate", "") or "").startswith("54")  # program limit exceeded
+
+
+def _reason(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return cleaned((lines[0] if lines else type(exc).__name__)[:REASON_MAX_CHARS])
+
+
+def _strip(entry: _Entry, *, reason: str) -> None:
+    """Make ``entry`` storable without its data: a node's success a failure, the run's success too."""
+    task, final = entry.task, entry.final
+    if task is not None and task.status == TaskStatus.SUCCEEDED:
+        note = f"The node succeeded, but its output could not be stored ({reason})."
+        entry.unstored = note
+    elif final is not None and final["status"] == RunStatus.SUCCEEDED:
+        note = f"The run's outputs could not be stored ({reason})."
+    else:
+        note = f"This event's data could not be stored ({reason})."
+    kept = {key: entry.data[key] for key in ("attempt", "scope") if isinstance(entry.data.get(key), int | str)}
+    entry.data = {**cleaned(kept), "error": note}
+    if task is not None:
+        status = TaskStatus.FAILED if task.status == TaskStatus.SUCCEEDED else task.status
+        entry.task = dataclasses.replace(task, status=status, output=None, error=note)
+    if final is not None:
+        status = RunStatus.FAILED if final["status"] == RunStatus.SUCCEEDED else final["status"]
+        entry.final = {"status": status, "outputs": None, "error": note}
+        entry.event_type = f"run.{status}"
 
 
 def _event_row(run_id, entry: _Entry) -> RunEvent:
