@@ -47,6 +47,11 @@ runs_resumed = Counter(
     "weft_runs_resumed", "Runs taken up again by a worker after their worker was lost.", registry=REGISTRY
 )
 runs_finished = Counter("weft_runs_finished", "Runs that ended, by final status.", ["status"], registry=REGISTRY)
+runs_deferred = Counter(
+    "weft_runs_deferred",
+    "Run messages a worker gave back to the queue because the run's user had their share of its runs.",
+    registry=REGISTRY,
+)
 run_duration = Histogram(
     "weft_run_duration_seconds",
     "From a run's start to its end, by final status.",

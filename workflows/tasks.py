@@ -7,12 +7,17 @@ answer is only a suspended coroutine on that loop, so it blocks neither a thread
 nor any other run. If the worker dies (kill -9), the run's lease expires and the reaper
 (``workflows.runs_reap``, a beat task) resumes it on another worker from its last completed
 node, or fails it once its dispatch attempts are spent.
+
+A worker shares its threads fairly between users: it executes at most WORKER_USER_SHARE runs of
+one user at once and gives a run of a user who has that many back to the queue, unclaimed, so
+that the thread takes the next message; a thread whose run ends goes on with the first run its
+user has waiting in line there (workflows.execution.fairness).
 """
 
 import logging
 
 from celery import shared_task
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +34,19 @@ def _engine_start_in_worker(sender=None, **kwargs) -> None:
     pool = getattr(sender, "pool", None)
     if pool is not None and type(pool).__module__.endswith(".prefork"):
         return
+    if pool is not None:
+        from workflows.execution.fairness import worker_start
+
+        worker_start(concurrency=pool.num_processes)
     _engine_start()
+
+
+@worker_shutting_down.connect
+def _places_stop(**kwargs) -> None:
+    """A warm shutdown waits for the runs in progress: none starts in their places meanwhile."""
+    from workflows.execution.fairness import worker_shares
+
+    worker_shares.stop()
 
 
 def _engine_start() -> None:
@@ -40,11 +57,43 @@ def _engine_start() -> None:
 
 
 @shared_task(name="workflows.run_execute", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def run_execute_task(run_id: str) -> str | None:
-    """Execute run ``run_id`` in this worker (a resumed run skips the nodes that succeeded)."""
-    from workflows.execution.embedded import worker_engine
+def run_execute_task(run_id: str, deferrals: int = 0) -> str | None:
+    """Execute run ``run_id`` in this worker (a resumed run skips the nodes that succeeded), in a place of its user.
 
-    return worker_engine.submit(run_id).result()
+    A run whose user has no place left here is given back to the queue instead (``deferrals``:
+    how many times it was before) and comes again after a countdown, unless a place of its user
+    takes it from their line here first. Returns the final status of the last run executed in
+    this place (None: none was).
+    """
+    from workflows.execution.fairness import run_deferral, run_turn, worker_shares
+
+    with worker_shares.thread_busy():
+        turn = run_turn(run_id=run_id, shares=worker_shares)
+        if turn.defer:
+            countdown = run_deferral(run_id=run_id, turn=turn, deferrals=deferrals)
+            run_execute_task.apply_async(args=[run_id], kwargs={"deferrals": deferrals + 1}, countdown=countdown)
+        if not turn.execute:
+            return None
+        try:
+            return _runs_execute(first=run_id, user_id=turn.user_id)
+        finally:
+            worker_shares.give_back(turn.user_id)
+
+
+def _runs_execute(*, first, user_id: int | None) -> str | None:
+    """Execute ``first``, then the runs of the user's line while the worker has a thread to spare; then hand the
+    next one, if any, to the queue."""
+    from workflows.execution.embedded import worker_engine
+    from workflows.execution.fairness import run_following, worker_shares
+
+    run_id, status = first, None
+    while run_id is not None:
+        status = worker_engine.submit(run_id).result()
+        run_id = run_following(user_id=user_id, shares=worker_shares)
+    handed_over = run_following(user_id=user_id, shares=worker_shares, spare_thread=False)
+    if handed_over is not None:
+        run_execute_task.apply_async(args=[str(handed_over)])
+    return status
 
 
 @shared_task(name="workflows.runs_reap", ignore_result=True)

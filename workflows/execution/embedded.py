@@ -2,7 +2,9 @@
 
 Embedded mode (no Redis): the server process's loop (``embedded_engine``). The API still
 answers at once: ``submit`` only hands the run over. That loop also runs the reaper every
-REAPER_INTERVAL_S, so that runs left ``running`` by a previous process resume.
+REAPER_INTERVAL_S, so that runs left ``running`` by a previous process resume. It executes every
+run it is handed at once: there are no places that one user's runs could all take, so it needs
+no share per user (a worker's threads do: workflows.execution.fairness).
 
 With Redis, each Celery worker process has one too (``worker_engine``, without the reaper,
 which is a beat task there): every task thread hands its run to it and waits for the end, so
