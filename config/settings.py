@@ -270,6 +270,8 @@ WEFT = {
     "APP_RATE_LIMIT_PER_MINUTE": env.int("WEFT_APP_RATE_LIMIT_PER_MINUTE", default=600),
     # Finished runs (with their tasks and events) and node history older than this are purged.
     "RETENTION_DAYS": env.int("WEFT_RETENTION_DAYS", default=30),
+    # A node whose output is larger than this (bytes of JSON) fails (workflows/engine/outputs.py).
+    "NODE_OUTPUT_MAX_BYTES": env.int("WEFT_NODE_OUTPUT_MAX_BYTES", default=32 * 1024 * 1024),
     # What one user may own and run (accounts/quotas.py); the admin overrides them per user.
     "QUOTAS": {
         "MAX_WORKFLOWS": env.int("WEFT_QUOTA_MAX_WORKFLOWS", default=1000),
@@ -278,6 +280,18 @@ WEFT = {
         "MAX_RUN_DURATION_S": env.int("WEFT_QUOTA_MAX_RUN_DURATION_S", default=6 * 3600),
         "WORKFLOW_RUNS_PER_DAY": env.int("WEFT_QUOTA_WORKFLOW_RUNS_PER_DAY", default=10000),
     },
+    # The most runs of one user a worker process executes at once (workflows/execution/fairness.py);
+    # None: half of the worker's concurrency, rounded up.
+    "WORKER_USER_SHARE": env.int("WEFT_WORKER_USER_SHARE", default=None),
+    # What one render of a template may spend (workflows/engine/template_budget.py): loop
+    # iterations + calls + filters, characters written or built, and the size one operator,
+    # width or count may make ('x' * n, a ** b in bits, center(n)...).
+    "TEMPLATE_MAX_ITERATIONS": env.int("WEFT_TEMPLATE_MAX_ITERATIONS", default=200_000),
+    "TEMPLATE_MAX_OUTPUT_CHARS": env.int("WEFT_TEMPLATE_MAX_OUTPUT_CHARS", default=16_000_000),
+    "TEMPLATE_MAX_OPERAND": env.int("WEFT_TEMPLATE_MAX_OPERAND", default=1_000_000),
+    # The code sandbox (workflows/engine/sandbox/pool.py documents each) from WEFT_SANDBOX_<NAME>,
+    # values as JSON: e.g. WEFT_SANDBOX_MAX_WORKERS=16, WEFT_SANDBOX_USER_SHARE=4.
+    **{name.removeprefix("WEFT_"): env.json(name) for name in sorted(env.ENVIRON) if name.startswith("WEFT_SANDBOX_")},
     # Engine tunables (workflows/engine/conf.py) from WEFT_ENGINE_<NAME>, values as JSON:
     # e.g. WEFT_ENGINE_LEASE_TTL_S=30, WEFT_ENGINE_EMBEDDED_REAPER=false.
     "ENGINE": {
@@ -286,3 +300,5 @@ WEFT = {
         if name.startswith("WEFT_ENGINE_")
     },
 }
+if WEFT["WORKER_USER_SHARE"] is not None and WEFT["WORKER_USER_SHARE"] < 1:
+    raise ImproperlyConfigured("WEFT_WORKER_USER_SHARE must be at least 1 (unset: half of the worker's concurrency).")
