@@ -93,6 +93,10 @@ sandbox:
 browser:
 	$(call debian_package,chromium,chromium,the console's browser tests)
 
+serve: install $(ENV_FILE)
+	@echo "Serving Weft on http://$(HOST):$(PORT)/  (admin: /admin/, API: /api/v1/, docs: /api/docs/)"
+	exec $(BIN)/daphne -b $(HOST) -p $(PORT) config.asgi:application
+
 # --- Checking it -------------------------------------------------------------------------------
 
 test: install-dev sandbox browser
