@@ -1,6 +1,10 @@
 """Writes to users that change what they may do; each one leaves an ``audit_logs`` row."""
 
 from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from knox.models import AuthToken
+from knox.settings import knox_settings
 
 from history.services import audit_log_record
 
@@ -60,3 +64,30 @@ def user_delete(*, user: User, actor) -> None:
     with transaction.atomic():
         audit_log_record(actor=actor, action="user.delete", target=user, before=user_access_state(user=user))
         user.delete()
+
+
+def token_create(*, user: User) -> str:
+    """A new API token for ``user``, who keeps at most ``TOKEN_LIMIT_PER_USER`` live tokens.
+
+    At the cap, the least recently used tokens (earliest expiry: each use pushes it back) give way
+    to the new one, rather than the sign-in being refused: a refusal would let forgotten scripts,
+    or someone holding the password, keep the owner out until tokens expire, while giving way still
+    bounds what one user holds. The user's row is locked so that parallel sign-ins respect the cap.
+    """
+    with transaction.atomic():
+        User.objects.select_for_update().filter(pk=user.pk).exists()
+        tokens = AuthToken.objects.filter(user=user)
+        tokens.filter(expiry__lt=timezone.now()).delete()
+        limit = knox_settings.TOKEN_LIMIT_PER_USER
+        if limit:
+            newest_first = tokens.order_by(F("expiry").desc(nulls_last=True), "-created")
+            stale = list(newest_first.values_list("digest", flat=True)[limit - 1 :])
+            AuthToken.objects.filter(digest__in=stale).delete()
+        _, token = AuthToken.objects.create(user)
+    return token
+
+
+def tokens_delete(*, user: User) -> int:
+    """Sign ``user`` out of every API token; the number of tokens ended."""
+    deleted, _ = AuthToken.objects.filter(user=user).delete()
+    return deleted

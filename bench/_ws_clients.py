@@ -27,19 +27,19 @@ RUN_EVENT = b'{"type": "run.'
 RUN_STARTED = b'{"type": "run.started"'
 
 
-def clients_main(url: str, origin: str, pipe) -> None:
+def clients_main(url: str, origin: str, pipe, token: str) -> None:
     """In a process of its own: ``CLIENTS`` clients follow the run; their figures go back through ``pipe``."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(Clients(url, origin=origin, pipe=pipe).main())
+        asyncio.run(Clients(url, origin=origin, pipe=pipe, token=token).main())
     else:
-        uvloop.run(Clients(url, origin=origin, pipe=pipe).main())
+        uvloop.run(Clients(url, origin=origin, pipe=pipe, token=token).main())
 
 
 class Clients:
-    def __init__(self, url: str, *, origin: str, pipe):
-        self.url, self.origin, self.pipe = url, origin, pipe
+    def __init__(self, url: str, *, origin: str, pipe, token: str):
+        self.url, self.origin, self.pipe, self.token = url, origin, pipe, token
         self.followers: list[Follower] = []
 
     async def main(self) -> None:
@@ -57,7 +57,7 @@ class Clients:
         handshakes = asyncio.Semaphore(HANDSHAKES)
 
         async def connect(index: int) -> None:
-            follower = Follower(uri, Origin(self.origin), loop, on_snapshot)
+            follower = Follower(uri, Origin(self.origin), loop, on_snapshot, token=self.token)
             self.followers.append(follower)
             async with handshakes:
                 await loop.create_connection(lambda: follower, uri.host, uri.port)
@@ -88,7 +88,8 @@ class Clients:
 class Follower(asyncio.Protocol):
     """One client: handshake, snapshot, then every event's bytes with the time they arrived."""
 
-    def __init__(self, uri, origin, loop, on_snapshot):
+    def __init__(self, uri, origin, loop, on_snapshot, *, token: str):
+        self.token = token
         self.protocol = ClientProtocol(uri, origin=origin, max_size=None)
         self.on_snapshot = on_snapshot
         self.snapshot_seq: int | None = None
@@ -99,7 +100,9 @@ class Follower(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        self.protocol.send_request(self.protocol.connect())
+        request = self.protocol.connect()
+        request.headers["Authorization"] = f"Token {self.token}"  # a token in the URL is not accepted
+        self.protocol.send_request(request)
         self._flush()
 
     def data_received(self, data: bytes) -> None:

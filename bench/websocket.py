@@ -68,10 +68,10 @@ def measure(ctx, workflow: Workflow) -> tuple[list[float], int, int, int]:
     )
     graph = _graphs.chain([("bench_sleep", {"seconds": NODE_S})] * NODES)
     run_row = Run.objects.create(workflow=workflow, graph=graph, inputs={}, triggered_by=ctx.user)
-    url = f"{ctx.ws_url}/ws/runs/{run_row.pk}/?token={ctx.token}"
+    url = f"{ctx.ws_url}/ws/runs/{run_row.pk}/"
     parent, child = multiprocessing.get_context("spawn").Pipe()
     clients = multiprocessing.get_context("spawn").Process(
-        target=clients_main, args=(url, ctx.base_url, child), name="bench-ws-clients", daemon=True
+        target=clients_main, args=(url, ctx.base_url, child, ctx.token), name="bench-ws-clients", daemon=True
     )
     clients.start()
 

@@ -29,7 +29,8 @@ class ClientAddressThrottle(BaseThrottle):
     """At most the scope's rate of calls per client address.
 
     The address is ``REMOTE_ADDR``, never an ``X-Forwarded-For`` the client could write itself:
-    behind the proxy, daphne's ``--proxy-headers`` puts the client's address there.
+    behind a trusted proxy (``WEFT_TRUSTED_PROXIES``), config/proxy.py puts there the address that
+    proxy saw.
     """
 
     def allow_request(self, request, view) -> bool:

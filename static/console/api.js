@@ -62,3 +62,11 @@ export function wsUrl(path) {
   const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
   return `${scheme}//${window.location.host}${path}`;
 }
+
+// A websocket to `path` (which may hold a query), opened with a fresh single-use ticket: the
+// server takes the ticket, not the session cookie or a token in the URL, as proof of who we are.
+export async function openSocket(path) {
+  const { ticket } = await api("auth/ws-ticket/", { method: "POST" });
+  const separator = path.includes("?") ? "&" : "?";
+  return new WebSocket(wsUrl(`${path}${separator}ticket=${encodeURIComponent(ticket)}`));
+}

@@ -81,7 +81,7 @@ class Api:
         return response.json()["id"]
 
     def ws_url(self, server: Server, run_id: str, after: int) -> str:
-        return server.ws_url(f"/ws/runs/{run_id}/?after={after}&token={self.token}")
+        return server.ws_url(f"/ws/runs/{run_id}/?after={after}")
 
 
 async def runs_start(api: Api, servers: list[Server], workflow_id: str, count: int) -> list[str]:
@@ -252,7 +252,9 @@ class Chaos:
         while True:
             url = self.api.ws_url(follower.server, follower.run_id, follower.last_seq)
             try:
-                async with connect(url, origin=follower.server.url, open_timeout=10) as ws:
+                async with connect(
+                    url, origin=follower.server.url, additional_headers=self.api.headers, open_timeout=10
+                ) as ws:
                     outcome = await self.read(ws, follower)
             except (OSError, TimeoutError, WebSocketException):
                 if follower.server.port in self.down:

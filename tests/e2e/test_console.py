@@ -72,7 +72,11 @@ def test_a_run_of_the_demo_workflow_turns_its_nodes_green_as_events_arrive(open_
     assert len(set(seqs)) == len(seqs)
     assert "Pack light for Lisbon." in page.locator("#run-outputs").inner_text()
     run_sockets = [url for url in watched.sockets if "/ws/runs/" in url]
-    assert run_sockets == [f"{page.url.split('/runs/')[0].replace('http', 'ws')}/ws/runs/{run_id}/?after=0"]
+    # Opened with a fresh single-use ticket, never a token.
+    assert len(run_sockets) == 1
+    base, _, ticket = run_sockets[0].partition("&ticket=")
+    assert base == f"{page.url.split('/runs/')[0].replace('http', 'ws')}/ws/runs/{run_id}/?after=0"
+    assert len(ticket) > 20
     assert page.locator("#cancel-run").is_hidden()
 
     # The node's output is shown with it.
@@ -150,7 +154,8 @@ def test_a_slow_run_survives_a_dropped_socket_and_ends_cancelled(open_page, scre
     page.wait_for_selector('body[data-connects="2"] #socket-state[data-state="open"]')
     run_sockets = [url for url in watched.sockets if "/ws/runs/" in url]
     assert len(run_sockets) == 2
-    assert run_sockets[-1].endswith(f"?after={last_seq}")
+    assert f"?after={last_seq}&ticket=" in run_sockets[-1]
+    assert len({url.partition("&ticket=")[2] for url in run_sockets}) == 2  # each connection has its own ticket
 
     page.click("#cancel-run")
     page.wait_for_selector('#run-status[data-status="cancelled"]')

@@ -59,8 +59,12 @@ def token_for(user) -> str:
     return AuthToken.objects.create(user)[1]
 
 
-async def connect(path: str, headers=None) -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(application, path, headers=headers or [])
+async def connect(path: str, headers=None, *, token: str | None = None) -> WebsocketCommunicator:
+    """Open ``path``; with ``token``, as its user (an ``Authorization: Token`` header)."""
+    headers = list(headers or [])
+    if token is not None:
+        headers.append((b"authorization", f"Token {token}".encode()))
+    communicator = WebsocketCommunicator(application, path, headers=headers)
     connected, _ = await communicator.connect()
     assert connected
     return communicator
@@ -89,17 +93,65 @@ async def test_without_credentials_the_socket_closes_4401():
 
 async def test_a_bad_token_closes_4401():
     run, _, _ = await make_run()
-    communicator = await connect(f"/ws/runs/{run.pk}/?token=nonsense")
+    communicator = await connect(f"/ws/runs/{run.pk}/", token="nonsense")
     assert await closed_with(communicator) == 4401
+
+
+async def test_a_token_in_the_query_string_is_not_accepted():
+    """Query strings end up in proxy and server logs: a token there would outlive the request."""
+    run, _, token = await make_run()
+    assert await closed_with(await connect(f"/ws/runs/{run.pk}/?token={token}")) == 4401
+
+
+@database_sync_to_async
+def ticket_for(user) -> str:
+    from accounts.tickets import ws_ticket_issue
+
+    return ws_ticket_issue(user=user)
+
+
+async def test_a_ticket_opens_one_socket_once():
+    run, owner, _ = await make_run()
+    ticket = await ticket_for(owner)
+
+    communicator = await connect(f"/ws/runs/{run.pk}/?ticket={ticket}")
+    snapshot = await communicator.receive_json_from(timeout=2)
+    assert (snapshot["type"], snapshot["data"]["id"]) == ("snapshot", str(run.pk))
+    await communicator.disconnect()
+
+    assert await closed_with(await connect(f"/ws/runs/{run.pk}/?ticket={ticket}")) == 4401
+    workflow_ticket = await ticket_for(owner)
+    workflow_socket = await connect(f"/ws/workflows/{run.workflow_id}/runs/?ticket={workflow_ticket}")
+    assert (await workflow_socket.receive_json_from(timeout=2))["type"] == "snapshot"
+    await workflow_socket.disconnect()
+    assert await closed_with(await connect(f"/ws/workflows/{run.workflow_id}/runs/?ticket={workflow_ticket}")) == 4401
+
+
+async def test_an_expired_or_made_up_ticket_closes_4401(monkeypatch):
+    from accounts import tickets
+
+    monkeypatch.setattr(tickets, "TICKET_TTL_S", 0)  # the cache drops it at once, as after 60 s
+    run, owner, _ = await make_run()
+    ticket = await ticket_for(owner)
+
+    assert await closed_with(await connect(f"/ws/runs/{run.pk}/?ticket={ticket}")) == 4401
+    assert await closed_with(await connect(f"/ws/runs/{run.pk}/?ticket=made-up")) == 4401
+
+
+async def test_a_ticket_of_someone_else_does_not_show_the_run():
+    run, _, _ = await make_run()
+    stranger = await database_sync_to_async(UserFactory)()
+    ticket = await ticket_for(stranger)
+    assert await closed_with(await connect(f"/ws/runs/{run.pk}/?ticket={ticket}")) == 4404
 
 
 async def test_someone_elses_run_closes_4404_like_a_missing_one():
     run, _, _ = await make_run()
     stranger = await database_sync_to_async(UserFactory)()
     token = await token_for(stranger)
-    assert await closed_with(await connect(f"/ws/runs/{run.pk}/?token={token}")) == 4404
+    assert await closed_with(await connect(f"/ws/runs/{run.pk}/", token=token)) == 4404
     missing = "00000000-0000-0000-0000-000000000000"
-    assert await closed_with(await connect(f"/ws/runs/{missing}/?token={token}")) == 4404
+    assert await closed_with(await connect(f"/ws/runs/{missing}/", token=token)) == 4404
 
 
 async def test_a_viewer_member_may_watch_with_an_authorization_header():
@@ -116,7 +168,7 @@ async def test_a_viewer_member_may_watch_with_an_authorization_header():
 
 async def test_the_client_sees_a_snapshot_then_every_event_in_order():
     run, _, token = await make_run()
-    communicator = await connect(f"/ws/runs/{run.pk}/?token={token}")
+    communicator = await connect(f"/ws/runs/{run.pk}/", token=token)
     snapshot = await communicator.receive_json_from(timeout=2)
     assert (snapshot["type"], snapshot["seq"], snapshot["data"]["status"]) == ("snapshot", 0, "pending")
 
@@ -143,7 +195,7 @@ async def test_after_replays_the_stored_events_without_gaps_or_duplicates():
     assert await run_execute(run_id=run.pk) == "succeeded"
     total = await database_sync_to_async(lambda: run.events.count())()
 
-    communicator = await connect(f"/ws/runs/{run.pk}/?token={token}&after=3")
+    communicator = await connect(f"/ws/runs/{run.pk}/?after=3", token=token)
     snapshot = await communicator.receive_json_from(timeout=2)
     assert snapshot["type"] == "snapshot"
     assert snapshot["data"]["status"] == "succeeded"
@@ -159,13 +211,13 @@ async def test_reconnecting_mid_run_with_after_misses_nothing():
         "edges": [edge("start", "n0"), *[edge(f"n{i}", f"n{i + 1}") for i in range(5)], edge("n5", "end")],
     }
     run, _, token = await make_run(graph)
-    first = await connect(f"/ws/runs/{run.pk}/?token={token}")
+    first = await connect(f"/ws/runs/{run.pk}/", token=token)
     await first.receive_json_from(timeout=2)
     running = asyncio.create_task(run_execute(run_id=run.pk))
     seen = [await first.receive_json_from(timeout=5) for _ in range(5)]
     await first.disconnect()
 
-    second = await connect(f"/ws/runs/{run.pk}/?token={token}&after={seen[-1]['seq']}")
+    second = await connect(f"/ws/runs/{run.pk}/?after={seen[-1]['seq']}", token=token)
     await second.receive_json_from(timeout=2)
     rest = await receive_until_finished(second)
     await running
@@ -175,12 +227,12 @@ async def test_reconnecting_mid_run_with_after_misses_nothing():
 
 async def test_a_bad_after_closes_4400():
     run, _, token = await make_run()
-    assert await closed_with(await connect(f"/ws/runs/{run.pk}/?token={token}&after=-1")) == 4400
+    assert await closed_with(await connect(f"/ws/runs/{run.pk}/?after=-1", token=token)) == 4400
 
 
 async def test_the_workflow_runs_socket_lists_runs_and_streams_their_status():
     run, _, token = await make_run()
-    communicator = await connect(f"/ws/workflows/{run.workflow_id}/runs/?token={token}")
+    communicator = await connect(f"/ws/workflows/{run.workflow_id}/runs/", token=token)
     snapshot = await communicator.receive_json_from(timeout=2)
     assert [item["id"] for item in snapshot["data"]["runs"]] == [str(run.pk)]
     await run_execute(run_id=run.pk)
@@ -206,7 +258,7 @@ def redis_layer(settings):
 @pytest.mark.usefixtures("redis_layer")
 async def test_with_channels_redis_the_client_sees_every_event_in_order():
     run, _, token = await make_run()
-    communicator = await connect(f"/ws/runs/{run.pk}/?token={token}")
+    communicator = await connect(f"/ws/runs/{run.pk}/", token=token)
     await communicator.receive_json_from(timeout=2)
     assert await run_execute(run_id=run.pk) == "succeeded"
     events = await receive_until_finished(communicator)
@@ -223,7 +275,7 @@ async def test_events_stored_but_never_streamed_are_sent_before_the_live_event_a
     from workflows.models import RunEvent
 
     run, _, token = await make_run()
-    communicator = await connect(f"/ws/runs/{run.pk}/?token={token}")
+    communicator = await connect(f"/ws/runs/{run.pk}/", token=token)
     snapshot = await communicator.receive_json_from(timeout=2)
     assert snapshot["seq"] == 0
 
@@ -251,7 +303,7 @@ async def test_a_follower_left_without_live_events_gets_the_stored_ones_until_th
 
     monkeypatch.setattr(fanout, "CATCH_UP_S", 0.2)
     run, _, token = await make_run()
-    communicator = await connect(f"/ws/runs/{run.pk}/?token={token}")
+    communicator = await connect(f"/ws/runs/{run.pk}/", token=token)
     assert (await communicator.receive_json_from(timeout=2))["seq"] == 0
 
     @database_sync_to_async

@@ -43,7 +43,7 @@ async def test_followers_share_one_subscription_and_get_a_batch_in_order(monkeyp
     monkeypatch.setattr(layer, "group_discard", discard)
     run, _, token = await make_run()
     group = live.RUN_GROUP.format(run.pk)
-    followers = [await connect(f"/ws/runs/{run.pk}/?token={token}") for _ in range(3)]
+    followers = [await connect(f"/ws/runs/{run.pk}/", token=token) for _ in range(3)]
     for communicator in followers:
         assert (await communicator.receive_json_from(timeout=2))["type"] == "snapshot"
     assert [name for name, _ in joined] == [group]  # one channel for the process, not one per socket
@@ -82,7 +82,7 @@ async def test_a_silent_run_is_looked_up_once_for_all_its_followers(monkeypatch)
 
     monkeypatch.setattr(live, "events_after", counted)
     run, _, token = await make_run()
-    followers = [await connect(f"/ws/runs/{run.pk}/?token={token}") for _ in range(3)]
+    followers = [await connect(f"/ws/runs/{run.pk}/", token=token) for _ in range(3)]
     for communicator in followers:
         assert (await communicator.receive_json_from(timeout=2))["seq"] == 0
     looked_up.clear()

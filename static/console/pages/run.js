@@ -7,7 +7,7 @@
 // The snapshot the server sends first gives the run's current state (inputs, outputs, task
 // details), reconciled once the replay has caught up with it.
 
-import { api, errorText, wsUrl } from "../api.js";
+import { api, errorText, openSocket } from "../api.js";
 import { $, between, formatDuration, h, pretty, showError } from "../dom.js";
 import { drawGraph } from "../graph.js";
 
@@ -265,11 +265,27 @@ async function finish() {
 }
 
 // --- The socket ----------------------------------------------------------------------------
-function connect() {
+function retryLater() {
+  setSocketState("disconnected");
+  setTimeout(connect, state.retryDelay);
+  state.retryDelay = Math.min(state.retryDelay * 2, 10000);
+}
+
+async function connect() {
   if (state.done) return;
   state.connects += 1;
   setSocketState(state.connects > 1 ? "reconnecting" : "connecting");
-  const socket = new WebSocket(wsUrl(`/ws/runs/${state.runId}/?after=${state.lastSeq}`));
+  let socket;
+  try {
+    socket = await openSocket(`/ws/runs/${state.runId}/?after=${state.lastSeq}`);
+  } catch {
+    retryLater();
+    return;
+  }
+  if (state.done) {
+    socket.close();
+    return;
+  }
   state.socket = socket;
   socket.onopen = () => {
     state.retryDelay = 500;
@@ -293,9 +309,7 @@ function connect() {
       showError(event.code === 4401 ? "Sign in again to follow this run." : "This run cannot be followed.");
       return;
     }
-    setSocketState("disconnected");
-    setTimeout(connect, state.retryDelay);
-    state.retryDelay = Math.min(state.retryDelay * 2, 10000);
+    retryLater();
   };
 }
 

@@ -1,7 +1,7 @@
 // A workflow: its graph, a run form made from the start node's inputs, its runs (live), its
 // versions and publishing, and a JSON editor whose validation problems show at their nodes.
 
-import { api, ApiError, errorText, wsUrl } from "../api.js";
+import { api, ApiError, errorText, openSocket } from "../api.js";
 import { $, between, formatDuration, formatTime, h, pretty, showError } from "../dom.js";
 import { drawGraph } from "../graph.js";
 
@@ -96,8 +96,18 @@ async function loadRuns() {
 function followRuns() {
   // Run start and end events of this workflow: refresh the list (reconnect if the socket drops).
   let delay = 1000;
-  const connect = () => {
-    const socket = new WebSocket(wsUrl(`/ws/workflows/${workflowId}/runs/`));
+  const retryLater = () => {
+    setTimeout(connect, delay);
+    delay = Math.min(delay * 2, 15000);
+  };
+  const connect = async () => {
+    let socket;
+    try {
+      socket = await openSocket(`/ws/workflows/${workflowId}/runs/`);
+    } catch {
+      retryLater();
+      return;
+    }
     let refresh = null;
     socket.onopen = () => (delay = 1000);
     socket.onmessage = () => {
@@ -106,8 +116,7 @@ function followRuns() {
     };
     socket.onclose = (event) => {
       if (event.code >= 4400 && event.code < 4500) return;
-      setTimeout(connect, delay);
-      delay = Math.min(delay * 2, 15000);
+      retryLater();
     };
   };
   connect();
