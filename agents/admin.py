@@ -11,6 +11,8 @@ from .services import (
     provider_set_api_key,
     tool_access_change_record,
     tool_approve,
+    tool_config_check,
+    tool_headers_check,
     tool_parameters_check,
     tool_reject,
 )
@@ -88,20 +90,44 @@ class ToolActionForm(ActionForm):
     )
 
 
+def _checked(check, value):
+    try:
+        check(value)
+    except InvalidInput as exc:
+        raise forms.ValidationError(exc.message, code=exc.code) from exc
+    return value
+
+
 class ToolAdminForm(forms.ModelForm):
     endpoint = forms.URLField(max_length=500, required=False, assume_scheme="https")
+    # Like a provider's key: not the model field, so the stored headers are never put in the form.
+    new_headers = forms.JSONField(
+        label="Headers",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "autocomplete": "off"}),
+        help_text='Write-only, e.g. {"Authorization": "Bearer ..."}. Leave empty to keep the stored headers.',
+    )
+    clear_headers = forms.BooleanField(label="Remove the stored headers", required=False)
 
     class Meta:
         model = Tool
         fields = ("owner", "name", "description", "category", "kind", "endpoint", "parameters", "config", "visibility")
 
     def clean_parameters(self):
-        parameters = self.cleaned_data["parameters"]
-        try:
-            tool_parameters_check(parameters)
-        except InvalidInput as exc:
-            raise forms.ValidationError(exc.message, code=exc.code) from exc
-        return parameters
+        return _checked(tool_parameters_check, self.cleaned_data["parameters"])
+
+    def clean_config(self):
+        return _checked(tool_config_check, self.cleaned_data["config"])
+
+    def clean_new_headers(self):
+        headers = self.cleaned_data["new_headers"]
+        return _checked(tool_headers_check, headers) if headers not in (None, "") else None
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("new_headers") and cleaned.get("clear_headers"):
+            self.add_error("clear_headers", "Either give new headers or remove the stored ones, not both.")
+        return cleaned
 
 
 @admin.register(Tool)
@@ -113,10 +139,26 @@ class ToolAdmin(admin.ModelAdmin):
     list_filter = ("status", "visibility", "kind")
     search_fields = ("name", "description", "category", "owner__username")
     raw_id_fields = ("owner",)
-    readonly_fields = ("status", "review_reason", "reviewer", "reviewed_at", "created_at", "updated_at")
+    readonly_fields = (
+        "header_names",
+        "status",
+        "review_reason",
+        "reviewer",
+        "reviewed_at",
+        "created_at",
+        "updated_at",
+    )
+
+    @admin.display(description="Stored headers (names only)")
+    def header_names(self, tool: Tool) -> str:
+        return ", ".join(sorted(tool.secret_headers or {})) or "-"
 
     def save_model(self, request, obj, form, change):
         before = Tool.objects.filter(pk=obj.pk).values("visibility", "status").first() if change else None
+        if form.cleaned_data.get("clear_headers"):
+            obj.secret_headers = {}
+        elif form.cleaned_data.get("new_headers"):
+            obj.secret_headers = form.cleaned_data["new_headers"]
         super().save_model(request, obj, form, change)
         if before is not None:
             tool_access_change_record(tool=obj, actor=request.user, before=before)

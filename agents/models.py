@@ -70,6 +70,8 @@ class Tool(models.Model):
     endpoint = models.URLField(max_length=500, blank=True, default="")
     parameters = models.JSONField(default=dict, blank=True)
     config = models.JSONField(default=dict, blank=True)
+    # The HTTP headers sent with every call, credentials among them: encrypted at rest, never sent back.
+    secret_headers = encrypt(models.JSONField(default=dict, blank=True))
     visibility = models.CharField(max_length=20, choices=Visibility.choices, default=Visibility.PRIVATE)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     review_reason = models.TextField(blank=True, default="")

@@ -60,7 +60,21 @@ class ToolSerializer(StrictModelSerializer):
     parameters = serializers.DictField(
         required=False, help_text="The JSON Schema (draft 2020-12) of the object the tool is called with."
     )
-    config = serializers.DictField(required=False)
+    config = serializers.DictField(
+        required=False,
+        allow_null=True,
+        help_text="method, timeout_s, builtin: shown to the tool's owner only (null to others).",
+    )
+    # Write-only, like a provider's key: credentials travel in headers, and a public tool is seen by all.
+    headers = serializers.DictField(
+        source="secret_headers",
+        child=serializers.CharField(max_length=8192, allow_blank=True, trim_whitespace=False),
+        write_only=True,
+        required=False,
+        help_text="Write-only HTTP headers sent with every call (Authorization...), stored encrypted. "
+        "Left out on update, the stored ones are kept; {} clears them.",
+    )
+    header_names = serializers.SerializerMethodField(help_text="The names of the stored headers (owner only).")
     is_own = serializers.SerializerMethodField()
 
     class Meta:
@@ -74,6 +88,8 @@ class ToolSerializer(StrictModelSerializer):
             "endpoint",
             "parameters",
             "config",
+            "headers",
+            "header_names",
             "visibility",
             "status",
             "review_reason",
@@ -87,6 +103,15 @@ class ToolSerializer(StrictModelSerializer):
     def get_is_own(self, tool: Tool) -> bool:
         user = _request_user(self)
         return user is not None and tool.owner_id == user.pk
+
+    def get_header_names(self, tool: Tool) -> list[str] | None:
+        return sorted(tool.secret_headers or {}) if self.get_is_own(tool) else None
+
+    def to_representation(self, tool: Tool) -> dict:
+        data = super().to_representation(tool)
+        if not self.get_is_own(tool):
+            data["config"] = None
+        return data
 
 
 class AgentSerializer(StrictModelSerializer):

@@ -125,7 +125,17 @@ def provider_test(*, provider: LLMProvider) -> ProviderTestResult:
 
 # --- Tools --------------------------------------------------------------------------------------
 
-TOOL_FIELDS = ("name", "description", "category", "kind", "endpoint", "parameters", "config", "visibility")
+TOOL_FIELDS = (
+    "name",
+    "description",
+    "category",
+    "kind",
+    "endpoint",
+    "parameters",
+    "config",
+    "secret_headers",
+    "visibility",
+)
 
 
 def tool_parameters_check(parameters) -> None:
@@ -143,8 +153,32 @@ def tool_parameters_check(parameters) -> None:
         )
 
 
+def tool_config_check(config) -> None:
+    """``config`` is shown to the tool's owner: headers, which may hold credentials, are kept apart."""
+    if not isinstance(config, dict):
+        raise InvalidInput("Must be an object.", field="config", code="invalid")
+    if "headers" in config:
+        raise InvalidInput(
+            "Headers go in the write-only `headers` field, where they are stored encrypted.",
+            field="config",
+            code="headers_in_config",
+        )
+
+
+TOOL_MAX_HEADERS = 50
+
+
+def tool_headers_check(headers) -> None:
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise InvalidInput("Must be an object of header names to strings.", field="headers", code="invalid")
+    if len(headers) > TOOL_MAX_HEADERS:
+        raise InvalidInput(f"A tool has at most {TOOL_MAX_HEADERS} headers.", field="headers", code="max_length")
+
+
 def _tool_check(*, owner, values: dict, exclude_pk=None) -> None:
     tool_parameters_check(values["parameters"])
+    tool_config_check(values["config"])
+    tool_headers_check(values["secret_headers"])
     if values["kind"] == Tool.Kind.HTTP and not values["endpoint"]:
         raise InvalidInput("An HTTP tool needs an endpoint.", field="endpoint", code="required")
     if Tool.objects.filter(owner=owner, name=values["name"]).exclude(pk=exclude_pk).exists():

@@ -9,9 +9,9 @@ publishing a graph.
 Arguments are an object validated against the tool's ``parameters`` (JSON Schema, draft 2020-12).
 
 - An **HTTP** tool receives them as the JSON body of a ``POST`` to its ``endpoint`` (``config``:
-  ``method`` POST/PUT/PATCH, or GET to send them as the query; ``headers``; ``timeout_s``), through
-  the outbound guard, like every outbound call. Its answer is its JSON (or its text); 408/429/5xx
-  are retryable, other 4xx are not.
+  ``method`` POST/PUT/PATCH, or GET to send them as the query; ``timeout_s``), with its
+  ``secret_headers`` (encrypted, write-only: credentials), through the outbound guard, like every
+  outbound call. Its answer is its JSON (or its text); 408/429/5xx are retryable, other 4xx are not.
 - A **built-in** tool is a Python function from :data:`BUILTIN_TOOLS`, named by ``config.builtin``
   (default: the tool's name): ``echo``, ``current_time``, ``calculator`` (arithmetic read by a
   parser of its own: no ``eval``).
@@ -73,6 +73,8 @@ class ToolSpec:
     endpoint: str
     parameters: dict
     config: dict = field(default_factory=dict)
+    #: Credentials among them: kept out of ``repr`` (which an error or a log could show).
+    headers: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_tool(cls, tool: Tool) -> "ToolSpec":
@@ -84,6 +86,7 @@ class ToolSpec:
             endpoint=tool.endpoint,
             parameters=tool.parameters or {"type": "object", "properties": {}},
             config=tool.config or {},
+            headers=tool.secret_headers or {},
         )
 
 
@@ -334,7 +337,7 @@ async def _http_tool_call(*, spec: ToolSpec, arguments: dict, timeout_s: float |
         limit = min(limit, max(timeout_s, 0.001))
     max_bytes = min(TOOL_MAX_BYTES, policy.max_bytes)
     method = str(spec.config.get("method", "POST")).upper()
-    headers = {str(k): str(v) for k, v in (spec.config.get("headers") or {}).items()}
+    headers = {str(k): str(v) for k, v in spec.headers.items()}
     request: dict = {"headers": headers}
     if method in TOOL_BODY_METHODS:
         request["json"] = arguments

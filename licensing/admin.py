@@ -1,13 +1,15 @@
 """Operators' pages for apps and licenses.
 
-The app's ``api_secret`` is on no form, list or detail page: it is shown once, in a message, when
-the admin creates an app or rotates its credentials. Changes of access and credentials go through
+The app's ``api_secret`` is on no form, list or detail page: it is shown once, on a page of its
+own, when the admin creates an app or rotates its credentials. Never in a message: Django keeps
+messages in a cookie, which is signed but not encrypted. Changes of access and credentials go through
 the services so that each writes its audit row.
 """
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 
 from .models import App, AppSource, EnabledStatus, License
 from .services import (
@@ -35,11 +37,15 @@ _APP_EDITABLE_FIELDS = (
 )
 
 
-def _show_secret_once(request: HttpRequest, app: App, secret: str, what: str) -> None:
-    messages.warning(
-        request,
-        f"{what} “{app}”. Its API key is {app.api_key} and its API secret, shown only this once, is: {secret}",
-    )
+def _credentials_page(request: HttpRequest, model_admin: admin.ModelAdmin, credentials: list[dict]) -> HttpResponse:
+    """The page that shows new secrets (``credentials``: ``app``, ``secret``, ``what`` each), once."""
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": "New app credentials",
+        "opts": model_admin.model._meta,
+        "credentials": credentials,
+    }
+    return TemplateResponse(request, "admin/licensing/app/credentials_shown_once.html", context)
 
 
 @admin.register(App)
@@ -74,7 +80,8 @@ class AppAdmin(admin.ModelAdmin):
             # The admin goes on with the instance its form built: make it the row just created.
             obj.pk = app.pk
             obj.refresh_from_db()
-            _show_secret_once(request, obj, secret, "Created")
+            # Shown by response_add, on the page it answers with instead of the usual redirect.
+            request._app_created_credentials = [{"app": obj, "secret": secret, "what": "Created"}]
             return
         plain_changes = [name for name in form.changed_data if name != "status"]
         if plain_changes:
@@ -82,6 +89,12 @@ class AppAdmin(admin.ModelAdmin):
             obj.save(update_fields=[*plain_changes, "update_by", "update_at"])
         if "status" in form.changed_data:
             app_set_status(app=obj, status=obj.status, actor=request.user)
+
+    def response_add(self, request: HttpRequest, obj: App, post_url_continue=None) -> HttpResponse:
+        credentials = getattr(request, "_app_created_credentials", None)
+        if credentials is None:
+            return super().response_add(request, obj, post_url_continue)
+        return _credentials_page(request, self, credentials)
 
     def delete_model(self, request: HttpRequest, obj: App) -> None:
         app_delete(app=obj, actor=request.user)
@@ -104,10 +117,16 @@ class AppAdmin(admin.ModelAdmin):
         self._set_status(request, queryset, EnabledStatus.DISABLED)
 
     @admin.action(description="Rotate the API key and secret of the selected apps", permissions=["change"])
-    def rotate_credentials(self, request: HttpRequest, queryset: QuerySet[App]) -> None:
-        for app in queryset:
-            secret = app_rotate_credentials(app=app, actor=request.user)
-            _show_secret_once(request, app, secret, "Rotated the credentials of")
+    def rotate_credentials(self, request: HttpRequest, queryset: QuerySet[App]) -> HttpResponse:
+        credentials = [
+            {
+                "app": app,
+                "secret": app_rotate_credentials(app=app, actor=request.user),
+                "what": "Rotated the credentials of",
+            }
+            for app in queryset
+        ]
+        return _credentials_page(request, self, credentials)
 
 
 @admin.register(AppSource)

@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.core.cache import cache
 from django.http import StreamingHttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import status
+from rest_framework import exceptions, status
 from rest_framework.permissions import BasePermission
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
@@ -26,7 +27,7 @@ from rest_framework.views import APIView
 
 from config.api.pagination import PageNumberPagination
 from config.api.responses import RUN_QUOTA_429
-from config.api.throttling import ClientAddressThrottle
+from config.api.throttling import ClientAddressThrottle, throttle_rate_parse
 from config.errors import Forbidden, NotFound, RateLimited
 from config.rate_limits import rate_limit_hit
 from history.memory import memory_rounds_for_app
@@ -46,6 +47,9 @@ from .authentication import AppCredentialsAuthentication, AppPrincipal
 from .models import App, EnabledStatus, License
 
 DEFAULT_APP_RATE_LIMIT_PER_MINUTE = 600
+#: Failed authentications allowed per client address; ``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]``
+#: can set it as ``app_auth_failure``.
+DEFAULT_APP_AUTH_FAILURE_RATE = "30/min"
 #: Seconds of silence after which an event stream sends a comment, so that proxies keep it open.
 SSE_HEARTBEAT_S = 15.0
 SSE_FINAL_EVENT = "run.finished"
@@ -58,6 +62,37 @@ def app_rate_limit_check(*, app: App) -> None:
     decision = rate_limit_hit(key=f"app:{app.pk}", limit=limit, window_s=60)
     if not decision.allowed:
         raise RateLimited(f"This app may make {limit} calls a minute.", retry_after=decision.retry_after, limit=limit)
+
+
+def _auth_failure_rate() -> tuple[int, int]:
+    rates = api_settings.DEFAULT_THROTTLE_RATES
+    return throttle_rate_parse(rates.get("app_auth_failure") or DEFAULT_APP_AUTH_FAILURE_RATE)
+
+
+def _auth_blocked_key(address: str) -> str:
+    return f"weft:app-auth-blocked:{address}"
+
+
+def app_auth_blocked_check(*, address: str) -> None:
+    """429 for an address that failed too often: it tries no credentials, right or wrong, until the window ends."""
+    if cache.get(_auth_blocked_key(address)):
+        limit, window_s = _auth_failure_rate()
+        raise RateLimited(
+            f"Too many failed app authentications from this address: {limit} per {window_s} s are allowed.",
+            code="throttled",
+            retry_after=window_s,
+            throttle="app_auth_failure",
+            limit=limit,
+            window_s=window_s,
+        )
+
+
+def app_auth_failure_record(*, address: str) -> None:
+    """Count a failed authentication; past the rate, the address is blocked for the rest of the window."""
+    limit, window_s = _auth_failure_rate()
+    decision = rate_limit_hit(key=f"app-auth-failure:{address}", limit=limit, window_s=window_s)
+    if not decision.allowed:
+        cache.set(_auth_blocked_key(address), True, timeout=decision.retry_after)
 
 
 def license_check(*, app: App, workflow: Workflow) -> None:
@@ -144,6 +179,17 @@ class AppApiView(APIView):
     permission_classes = [IsApp]
     throttle_classes = [ClientAddressThrottle]
     throttle_scope = "app"
+
+    def perform_authentication(self, request):
+        # DRF throttles after authentication, so failures are counted here, per client address.
+        address = request.META.get("REMOTE_ADDR") or "unknown"
+        app_auth_blocked_check(address=address)
+        try:
+            super().perform_authentication(request)
+        except exceptions.AuthenticationFailed:
+            app_auth_failure_record(address=address)
+            app_auth_blocked_check(address=address)  # the failure past the rate is already a 429
+            raise
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)

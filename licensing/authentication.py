@@ -71,10 +71,15 @@ def _refuse(message: str) -> exceptions.AuthenticationFailed:
     return exceptions.AuthenticationFailed(message, code="bad_credentials")
 
 
-def _enabled_app(api_key: str) -> App:
+def _app_for_key(api_key: str) -> App:
     app = App.objects.filter(api_key=api_key).first()
     if app is None:
         raise _refuse("Unknown app key or wrong secret.")
+    return app
+
+
+def _enabled(app: App) -> App:
+    """Whether the app is disabled is told only to a caller who proved they hold its secret."""
     if not app.is_enabled:
         raise _refuse("This app is disabled.")
     return app
@@ -99,10 +104,10 @@ class AppCredentialsAuthentication(BaseAuthentication):
         api_key, sep, secret = credentials.partition(":")
         if not sep or not api_key or not secret or len(api_key) > 50 or len(secret) > 256:
             raise _refuse("Use Authorization: Bearer <api_key>:<api_secret>.")
-        app = _enabled_app(api_key)
+        app = _app_for_key(api_key)
         if not hmac.compare_digest(app.api_secret.encode(), secret.encode()):
             raise _refuse("Unknown app key or wrong secret.")
-        return AppPrincipal(app), app
+        return AppPrincipal(app), _enabled(app)
 
     def _hmac(self, request, params: str):
         match = _HMAC_PARAMS.match(params)
@@ -119,7 +124,7 @@ class AppCredentialsAuthentication(BaseAuthentication):
             raise _refuse("The signature's date is outside the 5-minute window.")
         if not _NONCE.match(nonce):
             raise _refuse("Send X-Weft-Nonce: 8 to 64 letters, digits or ._~- characters.")
-        app = _enabled_app(api_key)
+        app = _app_for_key(api_key)
         expected = sign(
             secret=app.api_secret,
             method=request.method,
@@ -130,6 +135,7 @@ class AppCredentialsAuthentication(BaseAuthentication):
         )
         if not hmac.compare_digest(expected.encode(), signature.encode()):
             raise _refuse("The signature does not match this request.")
+        _enabled(app)
         # Claimed only once the signature is valid, so that nobody can burn another app's nonces.
         if not nonce_claim(app=app, nonce=nonce, ttl=SIGNATURE_WINDOW * 2):
             raise ReplayedNonce()

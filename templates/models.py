@@ -22,6 +22,8 @@ class WorkflowTemplate(models.Model):
     )
     is_official = models.BooleanField(default=False)
     is_public = models.BooleanField(default=False)
+    # False for a copy of a workflow its saver could view but not manage: it may never be made public.
+    publishable = models.BooleanField(default=True)
     template_data = models.JSONField(default=dict)
     usage_count = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)

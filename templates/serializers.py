@@ -27,13 +27,17 @@ class TemplateSerializer(StrictModelSerializer):
             "kind",
             "is_official",
             "is_public",
+            "publishable",
             "template_data",
             "usage_count",
             "created_at",
             "updated_at",
         ]
-        read_only_fields = ["id", "kind", "is_official", "usage_count", "created_at", "updated_at"]
-        extra_kwargs = {"description": {"max_length": 10_000}}
+        read_only_fields = ["id", "kind", "is_official", "publishable", "usage_count", "created_at", "updated_at"]
+        extra_kwargs = {
+            "description": {"max_length": 10_000},
+            "publishable": {"help_text": "False for a copy of a workflow you cannot manage: it cannot be made public."},
+        }
 
     @extend_schema_field(serializers.ChoiceField(choices=TemplateKind.choices))
     def get_kind(self, template: WorkflowTemplate) -> str:

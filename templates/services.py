@@ -5,7 +5,8 @@ from django.db.models import F
 
 from config.errors import Forbidden
 from workflows.models import Workflow
-from workflows.selectors import workflow_graph
+from workflows.permissions import CAN_MANAGE
+from workflows.selectors import workflow_graph, workflow_role_for_user
 from workflows.services import graph_clean, workflow_create
 
 from .models import WorkflowTemplate
@@ -21,6 +22,16 @@ def template_check_can_change(*, template: WorkflowTemplate, user) -> None:
         raise Forbidden("Only the template's owner may change it.")
 
 
+def _template_check_can_publish(*, publishable: bool) -> None:
+    if not publishable:
+        raise Forbidden(
+            "This template copies a workflow you cannot manage: it stays private. "
+            "Publishing a workflow as a public template needs its owner's role.",
+            field="is_public",
+            code="not_publishable",
+        )
+
+
 def template_create(
     *,
     owner,
@@ -29,14 +40,18 @@ def template_create(
     description: str = "",
     category: str = "",
     is_public: bool = False,
+    publishable: bool = True,
 ) -> WorkflowTemplate:
     """Save a graph as the owner's template; the graph must be one a workflow could be made from."""
+    if is_public:
+        _template_check_can_publish(publishable=publishable)
     return WorkflowTemplate.objects.create(
         owner=owner,
         name=name,
         description=description,
         category=category,
         is_public=is_public,
+        publishable=publishable,
         template_data=graph_clean(template_data),
     )
 
@@ -50,19 +65,26 @@ def template_create_from_workflow(
     category: str = "",
     is_public: bool = False,
 ) -> WorkflowTemplate:
-    """Save a workflow's current draft as a template (the caller has checked they may view it)."""
+    """Save a workflow's current draft as a template (the caller has checked they may view it).
+
+    Anyone who may view a workflow may keep a private copy; only who may manage it (its owner)
+    may publish it, then or later: a copy by anyone else is never publishable.
+    """
     return template_create(
         owner=owner,
         name=name or workflow.name,
         description=workflow.description if description is None else description,
         category=category,
         is_public=is_public,
+        publishable=workflow_role_for_user(workflow=workflow, user=owner) in CAN_MANAGE,
         template_data=workflow_graph(workflow=workflow),
     )
 
 
 def template_update(*, template: WorkflowTemplate, user, data: dict) -> WorkflowTemplate:
     template_check_can_change(template=template, user=user)
+    if data.get("is_public") and not template.is_public:
+        _template_check_can_publish(publishable=template.publishable)
     changed = [name for name in TEMPLATE_FIELDS if name in data]
     for name in changed:
         value = graph_clean(data[name]) if name == "template_data" else data[name]

@@ -1,10 +1,11 @@
 """Canary secrets written through the API and the admin never come back out.
 
-An LLM provider key and an app secret, each written through the API and through the admin, are
+An LLM provider key and an app secret, each written through the API and through the admin, and a
+tool's Authorization header written through the API, are
 then looked for in the answer of every GET operation of the OpenAPI schema (with real ids filled
 in), in every admin page of every registered model (changelist, add, change, delete, history),
 in error bodies, and in every log record. The only place a secret may appear is the one answer
-that hands it out: an app's create (or rotate) response, or the admin message right after it.
+that hands it out: an app's create (or rotate) response, or the admin page that answers it.
 """
 
 import logging
@@ -166,6 +167,19 @@ def test_canary_secrets_never_appear_in_an_answer_a_page_or_a_log(
     )
     assert rejected_patch.status_code == 400
 
+    tool_token = canary("tool")
+    tool = user_client.post(
+        "/api/v1/tools/",
+        {
+            "name": "Canary tool",
+            "endpoint": "https://tools.example/crm",
+            "visibility": "public",
+            "headers": {"Authorization": f"Bearer {tool_token}"},
+        },
+        format="json",
+    )
+    assert tool.status_code == 201, tool.content
+
     app = user_client.post("/api/v1/apps/", {"name": "Canary app"}, format="json")
     assert app.status_code == 201, app.content
     app_secret = app.json()["api_secret"]
@@ -211,12 +225,13 @@ def test_canary_secrets_never_appear_in_an_answer_a_page_or_a_log(
     assert shown, admin_app.context["adminform"].form.errors if admin_app.context.get("adminform") else admin_app
     admin_app_secret = shown.group(1).rstrip(".")
 
-    canaries = [provider_key, provider_key_rejected, admin_provider_key, app_secret, admin_app_secret]
+    canaries = [provider_key, provider_key_rejected, admin_provider_key, app_secret, admin_app_secret, tool_token]
     for response, where in (
         (created, "the provider's create answer"),
         (rejected, "a 400 body"),
         (rejected_patch, "a 400 body of PATCH"),
         (rejected_admin, "the admin's form with errors"),
+        (tool, "the tool's create answer"),
     ):
         assert_no_canary(canaries, response.content.decode(), where)
     assert_no_canary([provider_key, admin_provider_key], app.content.decode(), "the app's create answer")

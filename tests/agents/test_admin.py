@@ -165,3 +165,46 @@ def test_session_workflow_pages_render(operator, user):
     version = SessionWorkflowFactory(session=SessionFactory(owner=user))
     assert operator.get(admin_changelist(SessionWorkflow)).status_code == 200
     assert operator.get(admin_change(version)).status_code == 200
+
+
+def tool_form(tool, **extra) -> dict:
+    return {
+        "owner": tool.owner_id,
+        "name": tool.name,
+        "description": tool.description,
+        "category": "",
+        "kind": tool.kind,
+        "endpoint": tool.endpoint,
+        "parameters": '{"type": "object"}',
+        "config": "{}",
+        "visibility": tool.visibility,
+        **extra,
+    }
+
+
+def test_tool_pages_never_show_its_headers_and_the_form_sets_them(operator, user):
+    tool = ToolFactory(owner=user, secret_headers={"Authorization": f"Bearer {CANARY_KEY}"})
+    pages = [
+        admin_changelist(Tool),
+        admin_change(tool),
+        reverse("admin:agents_tool_history", args=[tool.pk]),
+        reverse("admin:agents_tool_delete", args=[tool.pk]),
+    ]
+    for page in pages:
+        response = operator.get(page)
+        assert response.status_code == 200, page
+        assert CANARY_KEY not in response.content.decode(), page
+    assert "Authorization" in operator.get(admin_change(tool)).content.decode()  # the name only
+
+    kept = operator.post(admin_change(tool), tool_form(tool, description="renamed"))
+    assert kept.status_code == 302
+    tool.refresh_from_db()
+    assert tool.secret_headers == {"Authorization": f"Bearer {CANARY_KEY}"}
+    operator.post(admin_change(tool), tool_form(tool, new_headers='{"X-Api-Key": "rotated"}'))
+    tool.refresh_from_db()
+    assert tool.secret_headers == {"X-Api-Key": "rotated"}
+    in_config = operator.post(admin_change(tool), tool_form(tool, config='{"headers": {"X-Api-Key": "k"}}'))
+    assert in_config.status_code == 200  # the form again, with its error
+    operator.post(admin_change(tool), tool_form(tool, clear_headers="on"))
+    tool.refresh_from_db()
+    assert tool.secret_headers == {}

@@ -7,7 +7,7 @@ import pytest
 
 from agents.models import Tool
 from agents.services import tool_approve, tool_reject
-from agents.tools_runtime import ToolArgumentsInvalid, ToolFailed, calculate, workflow_tools_issues
+from agents.tools_runtime import ToolArgumentsInvalid, ToolFailed, ToolSpec, calculate, workflow_tools_issues
 from tests.engine.conftest import chain, end, node, start
 from tests.factories import ToolFactory, UserFactory, WorkflowFactory
 from workflows.engine import validate_graph
@@ -63,12 +63,26 @@ def test_an_approved_http_tool_gets_its_arguments_as_json_through_the_guard(fake
     assert json.loads(echoed["body"]) == {"city": "Oslo"}
 
 
+def test_an_http_tool_sends_its_secret_headers(fake_http, allow_loopback):
+    workflow = WorkflowFactory()
+    token = "tok-" + "9" * 24
+    headers = {"Authorization": f"Bearer {token}", "X-Team": "blue-team"}
+    tool = approved(
+        ToolFactory(owner=workflow.owner, endpoint=fake_http.url("/echo"), parameters=CITY, secret_headers=headers)
+    )
+    result, _ = run(tool_graph(tool.id, {"city": "Oslo"}), workflow, {"a": "", "b": ""})
+    assert result.status == "succeeded", result.error
+    sent = result.outputs["result"]["headers"]
+    assert (sent["authorization"], sent["x-team"]) == (f"Bearer {token}", "blue-team")
+    assert token not in repr(ToolSpec.from_tool(tool))
+
+
 def test_an_http_tool_on_loopback_is_refused_unless_allow_listed(fake_http):
     workflow = WorkflowFactory()
     tool = approved(ToolFactory(owner=workflow.owner, endpoint=fake_http.url("/echo"), parameters=CITY))
     result, _ = run(tool_graph(tool.id, {"city": "Oslo"}), workflow, {"a": "", "b": ""})
     assert result.status == "failed"
-    assert "loopback" in result.error
+    assert "is not allowed" in result.error
     assert fake_http.requests == []
 
 

@@ -1,4 +1,7 @@
+import importlib
+
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from agents.models import Tool
@@ -160,3 +163,82 @@ def test_a_rejection_needs_a_reason(user, staff_user):
     tool.refresh_from_db()
     assert tool.status == "pending"
     assert not AuditLog.objects.exists()
+
+
+# --- Headers: credentials are write-only, config is the owner's -----------------------------------
+
+TOOL_TOKEN = "tool-canary-7c1e5a90-never-shown"
+
+
+def test_headers_are_write_only_and_stored_encrypted(user_client, user):
+    response = user_client.post(
+        TOOLS,
+        {
+            "name": "crm",
+            "endpoint": "https://crm.example/api",
+            "config": {"method": "POST", "timeout_s": 5},
+            "headers": {"Authorization": f"Bearer {TOOL_TOKEN}", "X-Api-Key": TOOL_TOKEN},
+        },
+    )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert TOOL_TOKEN not in response.content.decode()
+    assert "headers" not in body
+    assert body["header_names"] == ["Authorization", "X-Api-Key"]
+    assert body["config"] == {"method": "POST", "timeout_s": 5}
+    tool = Tool.objects.get(pk=body["id"])
+    assert tool.secret_headers["Authorization"] == f"Bearer {TOOL_TOKEN}"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT secret_headers, config FROM tools")
+        stored, config = cursor.fetchone()
+    assert TOOL_TOKEN.encode() not in bytes(stored)
+    assert TOOL_TOKEN not in str(config)
+
+    kept = user_client.patch(detail(tool), {"description": "still with headers"})
+    assert kept.json()["header_names"] == ["Authorization", "X-Api-Key"]
+    cleared = user_client.patch(detail(tool), {"headers": {}})
+    assert cleared.json()["header_names"] == []
+    tool.refresh_from_db()
+    assert tool.secret_headers == {}
+
+
+def test_headers_in_config_are_refused(user_client, user):
+    response = user_client.post(
+        TOOLS,
+        {"name": "t", "endpoint": "https://x.example", "config": {"headers": {"Authorization": "Bearer x"}}},
+    )
+    assert response.status_code == 400
+    assert response.json()["field"] == "config"
+    assert not Tool.objects.exists()
+
+
+def test_a_public_tool_shows_neither_config_nor_headers_to_others(user_client, other_user):
+    theirs = ToolFactory(
+        owner=other_user,
+        visibility="public",
+        status="approved",
+        config={"method": "GET"},
+        secret_headers={"Authorization": f"Bearer {TOOL_TOKEN}"},
+    )
+    for response in (user_client.get(detail(theirs)), user_client.get(TOOLS)):
+        assert response.status_code == 200
+        assert TOOL_TOKEN not in response.content.decode()
+    row = user_client.get(detail(theirs)).json()
+    assert (row["config"], row["header_names"], row["is_own"]) == (None, None, False)
+
+
+def test_the_migration_moves_every_header_out_of_config():
+    from django.apps import apps
+
+    migration = importlib.import_module("agents.migrations.0003_tool_secret_headers")
+    old = ToolFactory(config={"method": "GET", "headers": {"Authorization": f"Bearer {TOOL_TOKEN}", "X-Team": "a"}})
+    plain = ToolFactory(config={"method": "POST"})
+    migration.headers_to_secret(apps, None)
+    old.refresh_from_db()
+    plain.refresh_from_db()
+    assert old.config == {"method": "GET"}
+    assert old.secret_headers == {"Authorization": f"Bearer {TOOL_TOKEN}", "X-Team": "a"}
+    assert (plain.config, plain.secret_headers) == ({"method": "POST"}, {})
+    migration.headers_back_to_config(apps, None)
+    old.refresh_from_db()
+    assert old.config["headers"]["X-Team"] == "a"

@@ -118,6 +118,45 @@ def test_a_disabled_app_is_refused(api_client, app, licensed, published):
     assert post_json(api_client, run_path(published), {}, **bearer(app)).status_code == 401
 
 
+def test_a_disabled_app_is_named_only_to_a_caller_with_its_secret(api_client, app, licensed, published):
+    app.status = EnabledStatus.DISABLED
+    app.save()
+    body = json.dumps({}).encode()
+    path = run_path(published)
+
+    wrong = post_json(api_client, path, {}, **bearer(app, secret="not-the-secret"))
+    wrong_signed = api_client.post(
+        path,
+        data=body,
+        content_type="application/json",
+        **signed_headers(app, method="POST", path=path, body=body, secret="not-the-secret"),
+    )
+    right = post_json(api_client, path, {}, **bearer(app))
+
+    assert wrong.status_code == wrong_signed.status_code == right.status_code == 401
+    assert "disabled" not in wrong.json()["detail"]
+    assert "disabled" not in wrong_signed.json()["detail"]
+    assert wrong.json()["detail"] == post_json(api_client, path, {}, **bearer(app, secret="other")).json()["detail"]
+    assert right.json()["detail"] == "This app is disabled."
+
+
+def test_failed_authentications_are_throttled_per_address(api_client, app, licensed, published, settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "app_auth_failure": "3/min"},
+    }
+    path = run_path(published)
+    statuses = [post_json(api_client, path, {}, **bearer(app, secret=f"guess-{n}")).status_code for n in range(5)]
+    assert statuses == [401, 401, 401, 429, 429]
+    # Blocked, the address tries no credentials, not even the right ones; another address still can.
+    blocked = post_json(api_client, path, {}, **bearer(app))
+    assert blocked.status_code == 429
+    assert blocked.json()["code"] == "throttled"
+    assert int(blocked["Retry-After"]) > 0
+    elsewhere = post_json(api_client, path, {"wait": False}, REMOTE_ADDR="10.9.8.7", **bearer(app))
+    assert elsewhere.status_code == 202, elsewhere.content
+
+
 def test_a_user_token_is_not_app_credentials(api_client, user, app, licensed, published):
     _, token = AuthToken.objects.create(user)
 

@@ -56,6 +56,20 @@ async def test_the_answer_streams_as_delta_events_and_ends_as_text_and_usage(own
     assert sent["model"] == provider.model
 
 
+async def test_a_provider_that_echoes_the_key_has_it_masked_in_deltas_outputs_and_events(owned, fake_openai):
+    workflow, provider = await owned()
+    key = provider.api_key
+    fake_openai.script(Answer(text="Your header was", echo_authorization=True))
+    graph = ask(provider.id, messages=[{"role": "user", "content": "Echo"}])
+    result, journal = await run(graph, {"city": "Oslo"}, workflow)
+    assert result.status == "succeeded", result.error
+    assert result.outputs["text"] == "Your header was Bearer ***"
+    deltas = [e for e in journal.events if e["type"] == "node.delta"]
+    assert "".join(e["data"]["text"] for e in deltas) == "Your header was Bearer ***"
+    assert key not in repr(journal.events)
+    assert key not in repr(result.outputs)
+
+
 async def test_prompt_and_system_make_the_messages(owned, fake_openai):
     workflow, provider = await owned()
     graph = ask(provider.id, prompt="Hi from {{ start.city }}", system="Be terse.", model="other-model", stream=False)
@@ -95,7 +109,7 @@ async def test_a_provider_on_a_private_address_is_refused(fake_openai, settings)
     workflow, provider = await in_thread(make)
     result, _ = await run(ask(provider.id, prompt="Hi"), {"city": "x"}, workflow)
     assert result.status == "failed"
-    assert "loopback" in result.error
+    assert "is not allowed" in result.error
     assert fake_openai.requests == []
 
 

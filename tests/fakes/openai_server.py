@@ -9,7 +9,7 @@ import json
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -33,6 +33,8 @@ class Answer:
     usage: dict | None = None
     #: Leave the usage out of the stream, as some servers do.
     omit_usage: bool = False
+    #: Append the request's Authorization header to the text, streamed 5 characters a delta (so the key is cut).
+    echo_authorization: bool = False
 
     def deltas(self) -> list[str]:
         if self.chunks is not None:
@@ -140,6 +142,9 @@ def _handler_for(fake: FakeOpenAI):
             if not self._authorized():
                 return
             answer = fake.next_answer(body)
+            if answer.echo_authorization:
+                text = f"{answer.text} {self.headers.get('Authorization', '')}"
+                answer = replace(answer, text=text, chunks=[text[i : i + 5] for i in range(0, len(text), 5)])
             if answer.hang:
                 fake._stopping.wait(600)
                 return

@@ -83,14 +83,52 @@ def test_save_a_graph_as_a_template(user_client, user):
     assert [node["id"] for node in template.template_data["nodes"]] == ["start", "greet", "end"]
 
 
-def test_save_a_workflow_the_caller_can_view_as_a_template(user_client, user, other_user):
+def test_save_a_workflow_the_caller_can_view_as_a_private_template(user_client, user, other_user):
     workflow = workflow_create(owner=other_user, name="Shared", description="theirs", graph=SIMPLE_GRAPH)
     WorkflowMemberFactory(workflow=workflow, user=user, role="viewer")
+    response = user_client.post(TEMPLATES, {"workflow": str(workflow.pk)})
+    assert response.status_code == 201, response.content
+    assert response.json()["publishable"] is False
+    template = WorkflowTemplate.objects.get(pk=response.json()["id"])
+    assert (template.owner, template.name, template.description, template.is_public) == (
+        user,
+        "Shared",
+        "theirs",
+        False,
+    )
+    assert template.template_data == workflow_graph(workflow=workflow)
+
+
+@pytest.mark.parametrize("role", ["viewer", "editor", "executor"])
+def test_only_who_manages_a_workflow_may_publish_it_as_a_template(user_client, user, other_user, role):
+    workflow = workflow_create(owner=other_user, name="Private", graph=SIMPLE_GRAPH)
+    WorkflowMemberFactory(workflow=workflow, user=user, role=role)
+
+    response = user_client.post(TEMPLATES, {"workflow": str(workflow.pk), "is_public": True})
+
+    assert response.status_code == 403, response.content
+    assert response.json()["code"] == "not_publishable"
+    assert not WorkflowTemplate.objects.exists()
+
+
+def test_a_private_copy_of_a_workflow_one_cannot_manage_cannot_be_made_public_later(user_client, user, other_user):
+    workflow = workflow_create(owner=other_user, name="Private", graph=SIMPLE_GRAPH)
+    WorkflowMemberFactory(workflow=workflow, user=user, role="viewer")
+    copy_id = user_client.post(TEMPLATES, {"workflow": str(workflow.pk)}).json()["id"]
+
+    response = user_client.patch(f"{TEMPLATES}{copy_id}/", {"is_public": True})
+
+    assert response.status_code == 403
+    assert WorkflowTemplate.objects.get(pk=copy_id).is_public is False
+
+
+def test_the_owner_publishes_their_own_workflow(user_client, user):
+    workflow = workflow_create(owner=user, name="Mine", graph=SIMPLE_GRAPH)
     response = user_client.post(TEMPLATES, {"workflow": str(workflow.pk), "is_public": True})
     assert response.status_code == 201, response.content
-    template = WorkflowTemplate.objects.get(pk=response.json()["id"])
-    assert (template.owner, template.name, template.description, template.is_public) == (user, "Shared", "theirs", True)
-    assert template.template_data == workflow_graph(workflow=workflow)
+    assert (response.json()["is_public"], response.json()["publishable"]) == (True, True)
+    private = user_client.post(TEMPLATES, {"workflow": str(workflow.pk)}).json()["id"]
+    assert user_client.patch(f"{TEMPLATES}{private}/", {"is_public": True}).status_code == 200
 
 
 def test_a_workflow_the_caller_cannot_view_is_not_found(user_client, other_user):

@@ -5,7 +5,9 @@ handing each text delta to a callback and returning the whole answer with its us
 that answers a streaming request with plain JSON, or ``stream=False``, is read in one piece.
 429, 408, 409 and 5xx answers raise :class:`LLMUnavailable` (retryable, with the server's
 ``Retry-After``); other 4xx raise :class:`LLMRequestError`. The API key goes in one header and
-nowhere else: not in ``repr``, logs or error messages (a server that echoes it gets it masked).
+nowhere else: not in ``repr``, logs, error messages or answers. A server that echoes it gets it
+masked as ``***`` in errors, in the answer's text and tool calls, and in every streamed delta
+(:class:`KeyMasker` holds back a delta's tail while it could be the start of the key).
 """
 
 import json
@@ -79,6 +81,40 @@ def estimate_message_tokens(messages: list[dict]) -> int:
     return total
 
 
+class KeyMasker:
+    """Masks a key in text that arrives in pieces, where the key may be cut between two of them.
+
+    :meth:`feed` returns what is safe to pass on: everything but a tail that could still grow
+    into the key; :meth:`flush` returns that tail once nothing more comes.
+    """
+
+    def __init__(self, key: str):
+        self._key = key
+        self._pending = ""
+
+    def mask(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+    def feed(self, piece: str) -> str:
+        if not self._key:
+            return piece
+        text = self.mask(self._pending + piece)
+        held = self._open_prefix(text)
+        self._pending = text[len(text) - held :] if held else ""
+        return text[: len(text) - held]
+
+    def flush(self) -> str:
+        rest, self._pending = self._pending, ""
+        return rest
+
+    def _open_prefix(self, text: str) -> int:
+        """The length of the longest end of ``text`` that begins the key (shorter than the key)."""
+        for size in range(min(len(self._key) - 1, len(text)), 0, -1):
+            if self._key.startswith(text[-size:]):
+                return size
+        return 0
+
+
 class LLMClient:
     """One provider endpoint (``base_url`` like ``https://api.openai.com/v1``) and its key."""
 
@@ -102,7 +138,11 @@ class LLMClient:
         return headers
 
     def _mask(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+        return KeyMasker(self._api_key).mask(text)
+
+    def _mask_tool_calls(self, calls: list[dict]) -> list[dict]:
+        """Tool calls with the key masked in their names and arguments (they go to tools and events)."""
+        return [_mask_strings(call, self._mask) for call in calls] if self._api_key else calls
 
     async def chat(
         self,
@@ -192,14 +232,14 @@ class LLMClient:
         payload = self._json(await read_limited(response, max_bytes=max_bytes))
         choices = payload.get("choices") or [{}]
         message = choices[0].get("message") or {}
-        text = message.get("content") or ""
+        text = self._mask(message.get("content") or "")
         if text and on_delta is not None:
             await on_delta(text)
         return ChatResult(
             text=text,
             usage=payload.get("usage") or {},
             finish_reason=choices[0].get("finish_reason"),
-            tool_calls=message.get("tool_calls") or [],
+            tool_calls=self._mask_tool_calls(message.get("tool_calls") or []),
             model=payload.get("model", ""),
         )
 
@@ -207,6 +247,7 @@ class LLMClient:
         parts: list[str] = []
         calls: dict[int, dict] = {}
         result = ChatResult(text="", usage={})
+        masker = KeyMasker(self._api_key)
         async for line in iter_lines_limited(response, max_bytes=max_bytes):
             if not line.startswith("data:"):
                 continue  # blank separators, ": keep-alive" comments, "event:" names
@@ -225,15 +266,32 @@ class LLMClient:
                     continue
                 delta = choice.get("delta") or {}
                 if delta.get("content"):
-                    parts.append(delta["content"])
-                    if on_delta is not None:
-                        await on_delta(delta["content"])
+                    await self._pass_on(masker.feed(delta["content"]), parts, on_delta)
                 for piece in delta.get("tool_calls") or []:
                     _merge_tool_call(calls.setdefault(piece.get("index", 0), {}), piece)
                 result.finish_reason = choice.get("finish_reason") or result.finish_reason
+        await self._pass_on(masker.flush(), parts, on_delta)
         result.text = "".join(parts)
-        result.tool_calls = [calls[index] for index in sorted(calls)]
+        result.tool_calls = self._mask_tool_calls([calls[index] for index in sorted(calls)])
         return result
+
+    @staticmethod
+    async def _pass_on(text: str, parts: list[str], on_delta: DeltaCallback | None) -> None:
+        if text:
+            parts.append(text)
+            if on_delta is not None:
+                await on_delta(text)
+
+
+def _mask_strings(value, mask: Callable[[str], str]):
+    """``value`` (parsed JSON) with ``mask`` applied to every string in it."""
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {key: _mask_strings(item, mask) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_mask_strings(item, mask) for item in value]
+    return value
 
 
 def _merge_tool_call(call: dict, piece: dict) -> None:

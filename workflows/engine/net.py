@@ -24,6 +24,7 @@ time, so ``override_settings`` works in tests.
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -37,6 +38,8 @@ from django.conf import settings
 from .errors import NonRetryableError, RetryableError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+logger = logging.getLogger(__name__)
 
 DEFAULTS = {
     "OUTBOUND_ALLOW": [],
@@ -210,8 +213,11 @@ def check_address(address: IPAddress, *, host: str, port: int, policy: OutboundP
         return
     reason = blocked_reason(address)
     if reason:
-        shown = f"{host} ({address})" if _normal_host(host) != str(address) else str(address)
-        raise OutboundBlocked(f"{shown} is {reason}; an operator can allow it in WEFT['OUTBOUND_ALLOW'].")
+        # What a name resolves to stays in the log: the user learns nothing about internal names.
+        logger.warning("Outbound request refused: %s (%s) port %s is %s.", host, address, port, reason)
+        raise OutboundBlocked(
+            f"the address of {host} is not allowed; an operator can allow it in WEFT['OUTBOUND_ALLOW']."
+        )
 
 
 def check_url(url: str | httpx.URL, *, policy: OutboundPolicy | None = None) -> httpx.URL:
@@ -403,11 +409,16 @@ def guarded_client(
 
 @contextlib.contextmanager
 def outbound_errors() -> Iterator[None]:
-    """Turn httpx's exceptions into the engine's: timeouts and broken connections are retryable."""
+    """Turn httpx's exceptions into the engine's: timeouts and broken connections are retryable.
+
+    The messages name the URL the user gave and no more: which port refuses or only times out,
+    and the address a name resolved to, are in the log, not in a run's error.
+    """
     try:
         yield
     except httpx.TimeoutException as exc:
-        raise OutboundTimeout(f"The request to {_url_of(exc)} timed out ({type(exc).__name__}).") from exc
+        _log_failure(exc)
+        raise OutboundTimeout(f"The request to {_url_of(exc)} timed out.") from exc
     except TimeoutError as exc:
         raise OutboundTimeout("The request timed out.") from exc
     except httpx.TooManyRedirects as exc:
@@ -416,8 +427,16 @@ def outbound_errors() -> Iterator[None]:
         raise OutboundBlocked(f"the URL is not http or https ({exc}).") from exc
     except httpx.InvalidURL as exc:
         raise OutboundBlocked(f"the URL is not valid ({exc}).") from exc
+    except httpx.ConnectError as exc:
+        _log_failure(exc)
+        raise OutboundUnavailable(f"Could not connect to {_url_of(exc)}.") from exc
     except httpx.TransportError as exc:
-        raise OutboundUnavailable(f"The request to {_url_of(exc)} failed: {type(exc).__name__}: {exc}") from exc
+        _log_failure(exc)
+        raise OutboundUnavailable(f"The request to {_url_of(exc)} failed.") from exc
+
+
+def _log_failure(exc: httpx.HTTPError) -> None:
+    logger.info("Outbound request to %s failed: %s: %s", _url_of(exc), type(exc).__name__, exc)
 
 
 def _url_of(exc: httpx.HTTPError) -> str:
