@@ -11,6 +11,7 @@ registry is scraped. Queue depth and the number of pending and running runs are 
 
 import logging
 import os
+import threading
 from urllib.parse import urlsplit
 
 from prometheus_client import (
@@ -97,13 +98,47 @@ def runs_finished_count(*, status: str) -> None:
     runs_finished.labels(status).inc()
 
 
+OTHER = "other"
+
+
+class BoundedLabelValues:
+    """A label whose values users choose (a provider's host, a model's name), kept to a bounded set.
+
+    Each series costs memory in every process and in Prometheus, so a process keeps the first
+    ``limit`` distinct values it sees (each at most ``max_length`` characters) and counts any other
+    under ``other``: the totals stay right, only their split is coarser.
+    """
+
+    def __init__(self, *, limit: int, max_length: int = 100):
+        self.limit = limit
+        self.max_length = max_length
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(value) > self.max_length:
+            return OTHER
+        with self._lock:
+            if len(self._seen) < self.limit:
+                self._seen.add(value)
+            return value if value in self._seen else OTHER
+
+
+#: The provider hosts and model names that get series of their own, per process.
+llm_providers = BoundedLabelValues(limit=20)
+llm_models = BoundedLabelValues(limit=50)
+
+
 def llm_tokens_count(*, base_url: str, model: str, usage: dict) -> None:
-    """Count a model call's tokens; the provider is the host of its ``base_url``."""
-    provider = urlsplit(base_url).hostname or "unknown"
+    """Count a model call's tokens; the provider is the host of its ``base_url`` (both bounded)."""
+    provider = llm_providers(urlsplit(base_url).hostname or "unknown")
+    model = llm_models(model or "unknown")
     for kind in ("prompt", "completion"):
         count = usage.get(f"{kind}_tokens")
         if isinstance(count, int) and count > 0:
-            llm_tokens.labels(provider, model or "unknown", kind).inc(count)
+            llm_tokens.labels(provider, model, kind).inc(count)
 
 
 # --- Scraping ----------------------------------------------------------------------------------

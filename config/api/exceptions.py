@@ -2,20 +2,28 @@
 
 import logging
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError, IntegrityError
 from django.db.models import ProtectedError, RestrictedError
+from django.http import JsonResponse
+from django.views import defaults
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from config.api.parsers import RequestTooLarge
 from config.errors import RateLimited, WeftError
 
 logger = logging.getLogger(__name__)
 
 
 def exception_handler(exc, context):
+    if isinstance(exc, RequestDataTooBig):
+        # Django's own check of request.body (read by the app API's signature check).
+        exc = RequestTooLarge(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
     if isinstance(exc, WeftError):
         response = Response(exc.as_dict(), status=exc.status_code)
         if isinstance(exc, RateLimited):
@@ -44,3 +52,15 @@ def exception_handler(exc, context):
             status=status.HTTP_409_CONFLICT,
         )
     return drf_exception_handler(exc, context)
+
+
+def bad_request(request, exception):
+    """Django's 400 (``handler400``): what fails before or outside a DRF view (a body over
+    ``DATA_UPLOAD_MAX_MEMORY_SIZE``, a malformed form) answers under /api/ in the API's JSON shape,
+    with a 413 for a body too large; the pages keep Django's HTML 400."""
+    if not request.path.startswith("/api/"):
+        return defaults.bad_request(request, exception)
+    if isinstance(exception, RequestDataTooBig):
+        error = RequestTooLarge(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+        return JsonResponse(error.as_dict(), status=error.status_code)
+    return JsonResponse({"detail": "The request could not be read.", "code": "bad_request"}, status=400)

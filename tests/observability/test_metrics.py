@@ -129,6 +129,30 @@ def test_model_tokens_are_counted_by_provider_host_and_model(fake_openai, allow_
         assert grown == result.usage[f"{kind}_tokens"] > 0
 
 
+def test_model_and_provider_labels_are_bounded_and_the_rest_counted_as_other(monkeypatch, scrape):
+    monkeypatch.setattr(metrics, "llm_providers", metrics.BoundedLabelValues(limit=3))
+    monkeypatch.setattr(metrics, "llm_models", metrics.BoundedLabelValues(limit=5))
+    run = uuid.uuid4().hex[:8]
+    before = scrape()
+    for index in range(200):
+        metrics.llm_tokens_count(
+            base_url=f"https://p{index % 7}-{run}.example/v1", model=f"model-{run}-{index}", usage={"prompt_tokens": 2}
+        )
+    metrics.llm_tokens_count(base_url=f"https://p0-{run}.example/v1", model="x" * 500, usage={"prompt_tokens": 2})
+
+    after = scrape()
+    grown = {
+        labels: value - before.get((name, labels), 0.0)
+        for (name, labels), value in after.items()
+        if name == "weft_llm_tokens_total" and value != before.get((name, labels), 0.0)
+    }
+    providers = {dict(labels)["provider"] for labels in grown}
+    models = {dict(labels)["model"] for labels in grown}
+    assert providers == {f"p{index}-{run}.example" for index in range(3)} | {"other"}
+    assert models == {f"model-{run}-{index}" for index in range(5)} | {"other"}
+    assert sum(grown.values()) == 2 * 201
+
+
 # --- Protection ------------------------------------------------------------------------------------
 def test_metrics_do_not_exist_until_a_token_or_a_network_is_configured(settings):
     settings.METRICS_TOKEN, settings.METRICS_ALLOW = "", []

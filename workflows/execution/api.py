@@ -3,10 +3,10 @@
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.api.parsers import StrictJSONParser
 from config.api.responses import RUN_QUOTA_429
 from config.errors import Forbidden, NotFound
 from workflows.engine import validate_graph
@@ -40,7 +40,7 @@ def _run_links(request, run) -> dict:
 class _JsonApi(APIView):
     """These endpoints take JSON bodies only (a multipart body cannot carry `inputs` or a graph)."""
 
-    parser_classes = [JSONParser]
+    parser_classes = [StrictJSONParser]
 
 
 class WorkflowRunStartApi(_JsonApi):
