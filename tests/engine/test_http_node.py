@@ -1,5 +1,6 @@
 """The http_request node in a run: output shape, status handling, Retry-After, the guard, limits."""
 
+import asyncio
 import time
 
 import pytest
@@ -99,19 +100,19 @@ async def test_a_url_rendered_to_another_scheme_is_refused(fake_http):
 
 
 async def test_a_trickling_server_fails_by_the_nodes_timeout(fake_http, allow_loopback):
-    started = time.monotonic()
+    # The body would be complete after 10 s: the node fails by its 0.6 s timeout first.
     result, _ = await execute(call({"url": fake_http.url("/drip?n=100&every=0.1"), "timeout_s": 0.6}), {"city": "x"})
     assert result.status == "failed"
     assert "timed out" in result.error
-    assert time.monotonic() - started < 3
 
 
 async def test_a_blackholed_server_fails_by_the_nodes_timeout(silent_server, allow_loopback):
-    started = time.monotonic()
-    result, _ = await execute(call({"url": silent_server.url("/"), "timeout_s": 0.5}), {"city": "x"})
+    # The server never answers: only the node's timeout ends it (wait_for is a safety net).
+    result, _ = await asyncio.wait_for(
+        execute(call({"url": silent_server.url("/"), "timeout_s": 0.5}), {"city": "x"}), 30
+    )
     assert result.status == "failed"
     assert "timed out" in result.error
-    assert time.monotonic() - started < 3
 
 
 async def test_a_body_past_max_bytes_fails(fake_http, allow_loopback):

@@ -17,14 +17,16 @@ DEFAULTS: dict = {
     "RETRY_MAX_DELAY_S": 600.0,
     "ITERATION_MAX_CONCURRENCY": 16,
     "ITERATION_MAX_ITEMS": 1000,
-    # Durability: a running run's lease, renewed every HEARTBEAT_S, expires after LEASE_TTL_S.
+    # Durability: a running run's lease, renewed every HEARTBEAT_S, expires after LEASE_TTL_S; so does a
+    # worker's hold on the pending runs whose messages it took (workflows.execution.holds).
     "LEASE_TTL_S": 30.0,
     "HEARTBEAT_S": 10.0,
     # How often a worker looks for a cancel request made from another process.
     "CANCEL_POLL_S": 1.0,
     # Claims of one run (first dispatch + resumes) before the reaper fails it.
     "MAX_DISPATCH_ATTEMPTS": 3,
-    # A run still pending this long after creation is dispatched again by the reaper.
+    # A run still pending, and held by no worker, this long after its last update is dispatched again by the
+    # reaper (its message was lost before a worker took it).
     "PENDING_REDISPATCH_S": 60.0,
     # Grace the reaper leaves a re-dispatched run to be claimed before it looks at it again.
     "REDISPATCH_GRACE_S": 60.0,

@@ -9,18 +9,29 @@ no share per user (a worker's threads do: workflows.execution.fairness).
 With Redis, each Celery worker process has one too (``worker_engine``, without the reaper,
 which is a beat task there): every task thread hands its run to it and waits for the end, so
 a run waiting for a retry or a slow answer holds no thread of its own and blocks no other run.
+
+A server in embedded mode stops its engine when it shuts down (config.shutdown, before Python's
+exit waits for threads): the reaper stops, the runs' leases are released (each run stops
+at its next heartbeat; the next process's reaper resumes it from its last completed node), and the
+loop ends, within STOP_TIMEOUT_S. Runs handed over meanwhile stay pending for that reaper.
 """
 
 import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 
 from django.db import close_old_connections
 
 from workflows.engine.conf import engine_settings
 
 logger = logging.getLogger(__name__)
+
+#: How long a stopping engine waits for its runs to stop after their leases are released (seconds).
+STOP_TIMEOUT_S = 5.0
+#: How often a stopping engine releases the leases of its runs again while some still execute (seconds).
+HAND_BACK_CHECK_S = 0.5
 
 
 class EmbeddedEngine:
@@ -30,9 +41,13 @@ class EmbeddedEngine:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._in_flight: set[concurrent.futures.Future] = set()
+        self._reaping: asyncio.Task | None = None
+        self._stopped = False
 
     def start(self) -> asyncio.AbstractEventLoop:
         with self._lock:
+            if self._stopped:
+                raise RuntimeError("The engine was stopped: this process is shutting down.")
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(target=self._serve, args=(loop,), name=self._name, daemon=True)
@@ -53,13 +68,47 @@ class EmbeddedEngine:
     def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
         asyncio.set_event_loop(loop)
         if self._reaper:
-            loop.create_task(self._reap_forever())
+            self._reaping = loop.create_task(self._reap_forever())
         loop.run_forever()
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Stop the reaper, hand the runs back (released leases) and end the loop once they have stopped
+        (at most ``timeout`` seconds; the runs still executing then are cancelled with it)."""
+        from .services import runs_hand_back
+
+        with self._lock:
+            loop, self._stopped = self._loop, True
+        if loop is None:
+            return
+        if self._reaping is not None:
+            loop.call_soon_threadsafe(self._reaping.cancel)
+        deadline = time.monotonic() + timeout
+        handed: set = set()
+        while True:  # again until idle: a run handed over just before the stop may be claimed after a release
+            try:
+                handed.update(runs_hand_back())
+            except Exception:
+                logger.exception("Could not hand the runs back; the reaper will resume them once their leases expire.")
+                break
+            remaining = deadline - time.monotonic()
+            if self.wait_idle(min(HAND_BACK_CHECK_S, max(remaining, 0))) or remaining <= 0:
+                break
+        logger.info("Shutting down: %d run(s) handed back.", len(handed))
+        with self._lock:
+            left = list(self._in_flight)
+        for future in left:  # outside the lock: a cancelled future's callback takes it
+            future.cancel()
+        loop.call_soon_threadsafe(loop.stop)
 
     def submit(self, run_id):
         """Execute the run on the background loop; returns a concurrent Future of its final status."""
         from .services import run_execute
 
+        with self._lock:
+            if self._stopped:  # shutting down: the run stays pending for the next process's reaper
+                future = concurrent.futures.Future()
+                future.set_result(None)
+                return future
         future = asyncio.run_coroutine_threadsafe(run_execute(run_id=run_id), self.start())
         with self._lock:
             self._in_flight.add(future)

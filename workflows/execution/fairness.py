@@ -142,6 +142,10 @@ class WorkerShares:
         """Whether a task thread is idle (so no message waits for one here) and the worker is not stopping."""
         return self.concurrency is not None and self._busy < self.concurrency and not self._stopping
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
     def stop(self) -> None:
         """The worker is shutting down: places stop going on with their user's line."""
         with self._lock:

@@ -125,6 +125,25 @@ def claimable_condition(now) -> Q:
     )
 
 
+def leases_release(*, owners: list[str]) -> list[uuid.UUID]:
+    """Give back the running runs leased to ``owners`` (a worker shutting down): their ids.
+
+    A released run is claimable at once (``claimable_condition``), and the journal of ``owners``
+    can write nothing more to it (its writes are guarded by the lease): its executor sees the lease
+    lost at its next heartbeat and stops. The lease is left expired, so that the reaper resumes the
+    run if nobody dispatches it again; the attempt is not counted (the worker was not lost).
+    """
+    if not owners:
+        return []
+    held = Run.objects.filter(status=RunStatus.RUNNING, lease_owner__in=owners)
+    run_ids = list(held.values_list("pk", flat=True))
+    now = timezone.now()
+    Run.objects.filter(pk__in=run_ids, status=RunStatus.RUNNING, lease_owner__in=owners).update(
+        lease_owner="", lease_expires_at=now, updated_at=now, dispatch_attempts=F("dispatch_attempts") - 1
+    )
+    return run_ids
+
+
 @dataclass
 class _Entry:
     """One event waiting for its transaction; ``final`` is the run's end (status, outputs, error).

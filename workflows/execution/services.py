@@ -39,7 +39,7 @@ from workflows.selectors import workflow_graph
 from workflows.services import GraphInvalid
 
 from . import live
-from .journal import OPEN_TASK_STATUSES, DatabaseJournal
+from .journal import OPEN_TASK_STATUSES, DatabaseJournal, leases_release
 
 logger = logging.getLogger(__name__)
 
@@ -178,9 +178,15 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+#: The lease owners of the runs this process is executing (``runs_hand_back`` releases them).
+_executing: set[str] = set()
+
+
 async def run_execute(*, run_id: uuid.UUID | str) -> str | None:
-    """Claim the run and execute it to its end here; the final status, or None if it was not claimable."""
+    """Claim the run and execute it to its end here; the final status ("lost": its lease was lost or handed
+    back, it stopped), or None if it was not claimable."""
     journal = DatabaseJournal(run_id=uuid.UUID(str(run_id)), owner=worker_name())
+    _executing.add(journal.owner)
     try:
         run = await journal.claim()
         if run is None:
@@ -194,24 +200,33 @@ async def run_execute(*, run_id: uuid.UUID | str) -> str | None:
         }
         with run_observed(run=run, journal=journal) as observed:
             executor = RunExecutor(
-                graph=run.graph, inputs=run.inputs, system=system, journal=observed, resumed=run.dispatch_attempts > 1
+                graph=run.graph, inputs=run.inputs, system=system, journal=observed, resumed=run.last_seq > 0
             )
             result = await executor.run()
         if result.status in RUN_FINAL_STATUSES:
             # Metered on the run's own database thread and connection, once its end is committed.
             await journal.on_thread(functools.partial(run_usage_record, run_id=run.pk))
     finally:
+        _executing.discard(journal.owner)
         await journal.close()
     return result.status
+
+
+def runs_hand_back() -> list[uuid.UUID]:
+    """This process is shutting down: release the leases of the runs it executes (they stop at their next
+    heartbeat, the nodes that succeeded stay done); their ids, to dispatch them again."""
+    return leases_release(owners=list(_executing))
 
 
 def runs_reap(*, now=None) -> dict[str, int]:
     """Recover runs whose worker is gone: resume them elsewhere, or end them once their attempts are spent.
 
     A running run with an expired lease is cancelled if a cancel was requested, failed with a
-    reason after MAX_DISPATCH_ATTEMPTS claims, else released and dispatched again. A run still
-    pending long after it was created (its dispatch was lost) is dispatched again. A run running
-    for longer than its user's quota allows is failed (its worker sees it and stops).
+    reason after MAX_DISPATCH_ATTEMPTS claims, else released and dispatched again. A pending run
+    held by a worker whose hold expired (the worker died with its message, workflows.execution.holds)
+    is dispatched again, as is a run still pending long after its last update (its dispatch was
+    lost). A run running for longer than its user's quota allows is failed (its worker sees it and
+    stops).
     """
     now = now or timezone.now()
     counts = {"resumed": 0, "failed": 0, "cancelled": 0, "redispatched": 0}
@@ -237,6 +252,7 @@ def runs_reap(*, now=None) -> dict[str, int]:
             ):
                 counts["resumed"] += 1
                 transaction.on_commit(lambda run_id=run_id: run_dispatch(run_id=run_id), robust=True)
+    counts["redispatched"] += _runs_held_by_the_dead_redispatch(now=now)
     stale = now - timedelta(seconds=engine_settings.PENDING_REDISPATCH_S)
     for run_id in Run.objects.filter(status=RunStatus.PENDING, updated_at__lt=stale).values_list("pk", flat=True):
         with transaction.atomic():
@@ -244,6 +260,18 @@ def runs_reap(*, now=None) -> dict[str, int]:
                 counts["redispatched"] += 1
                 transaction.on_commit(lambda run_id=run_id: run_dispatch(run_id=run_id), robust=True)
     return counts
+
+
+def _runs_held_by_the_dead_redispatch(*, now) -> int:
+    """Dispatch again the pending runs whose worker's hold expired; how many."""
+    dead = Q(status=RunStatus.PENDING, lease_expires_at__lt=now) & ~Q(lease_owner="")
+    count = 0
+    for run_id in Run.objects.filter(dead).values_list("pk", flat=True):
+        with transaction.atomic():
+            if Run.objects.filter(dead, pk=run_id).update(lease_owner="", lease_expires_at=None, updated_at=now):
+                count += 1
+                transaction.on_commit(lambda run_id=run_id: run_dispatch(run_id=run_id), robust=True)
+    return count
 
 
 def _run_close(*, run_id, guard: Q, status: str, now, error: str = "") -> bool:
