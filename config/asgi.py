@@ -13,7 +13,9 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from config.proxy import TrustedProxyMiddleware  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
+from config.shutdown import stop_with_server  # noqa: E402
 from workflows.execution.fanout import DirectSocketMiddleware  # noqa: E402
 
 if settings.EMBEDDED:
@@ -25,12 +27,19 @@ if settings.EMBEDDED:
     embedded_engine.start()
     schedule_ticker.start()
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        # DirectSocketMiddleware first: it recognises daphne's own send (see workflows.execution.fanout).
-        "websocket": DirectSocketMiddleware(
-            AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
-        ),
-    }
+# SIGTERM: hand the embedded engine's runs back, and exit within seconds (config/shutdown.py).
+stop_with_server(engine=embedded_engine if settings.EMBEDDED else None)
+
+# TrustedProxyMiddleware outside all: the client's address comes from a trusted proxy's header only
+# (config/proxy.py), for HTTP and websockets alike.
+application = TrustedProxyMiddleware(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            # DirectSocketMiddleware first: it recognises daphne's own send (see workflows.execution.fanout).
+            "websocket": DirectSocketMiddleware(
+                AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+            ),
+        }
+    )
 )

@@ -4,9 +4,11 @@ Defaults are safe for a laptop; production secrets have no default. ``make run``
 ``.env`` with fresh random keys on first use, which is read here when present.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp import constants as csp
 from django.core.exceptions import ImproperlyConfigured
 
 from observability.logs import logging_config
@@ -53,8 +55,12 @@ INSTALLED_APPS = [
     "knox",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "csp",
     "channels",
     "django_celery_beat",
+    # Counts failed sign-ins and locks out by username and by address (AXES_* below).
+    "axes",
     "accounts",
     "licensing",
     "workflows",
@@ -69,6 +75,8 @@ MIDDLEWARE = [
     # First: answers /healthz, /readyz and /metrics itself, and times, counts and traces the rest.
     "observability.middleware.ObservabilityMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every answer (CONTENT_SECURITY_POLICY below).
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -76,6 +84,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a sign-in refused by the lockout into its 429 page (accounts/lockout.py).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -85,7 +95,8 @@ ASGI_APPLICATION = "config.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # config/templates: the API docs pages without inline scripts or other origins.
+        "DIRS": [BASE_DIR / "config" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -115,6 +126,12 @@ else:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
+
+# django-axes first: it refuses a locked-out sign-in before a password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -209,21 +226,53 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "auth_token": env.str("WEFT_THROTTLE_AUTH_TOKEN", default="30/min"),
         "app": env.str("WEFT_THROTTLE_APP", default="6000/min"),
+        # Failed app authentications per address: past it, no credentials from there are tried.
+        "app_auth_failure": env.str("WEFT_THROTTLE_APP_AUTH_FAILURE", default="30/min"),
     },
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 
+# The largest request body read (bytes), as nginx's client_max_body_size in DEPLOY.md: over it the
+# API answers 413 `request_too_large` (config/api/parsers.py, config/api/exceptions.py).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("WEFT_REQUEST_MAX_BYTES", default=10 * 1024 * 1024)
+
+# A token ends after WEFT_TOKEN_TTL_HOURS without use (each use pushes its end back); a user holds
+# at most WEFT_TOKEN_LIMIT_PER_USER, the least recently used giving way to a new sign-in
+# (accounts/services.py token_create).
 REST_KNOX = {
     "AUTH_HEADER_PREFIX": "Token",
-    "TOKEN_TTL": None,
-    "AUTO_REFRESH": False,
+    "TOKEN_TTL": timedelta(hours=env.float("WEFT_TOKEN_TTL_HOURS", default=24 * 7)),
+    "AUTO_REFRESH": True,
+    "TOKEN_LIMIT_PER_USER": env.int("WEFT_TOKEN_LIMIT_PER_USER", default=20),
 }
+if REST_KNOX["TOKEN_LIMIT_PER_USER"] < 1:
+    raise ImproperlyConfigured("WEFT_TOKEN_LIMIT_PER_USER must be at least 1.")
+
+# Sign-in lockout (django-axes) for the console's /login/, /admin/login/ and POST /api/v1/auth/token/:
+# after WEFT_LOGIN_FAILURE_LIMIT failures for one username (from any address), or from one address
+# (for any username), that username or address is refused for WEFT_LOGIN_COOLOFF_MINUTES; a 429.
+AXES_FAILURE_LIMIT = env.int("WEFT_LOGIN_FAILURE_LIMIT", default=10)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("WEFT_LOGIN_COOLOFF_MINUTES", default=15))
+# Tries during a lockout do not extend it: it ends a cool-off after it began.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+# The address is REMOTE_ADDR, which config/proxy.py sets from a trusted proxy only.
+AXES_CLIENT_IP_CALLABLE = "accounts.lockout.client_ip"
+# Failures are kept (AccessAttempt, in the admin); successful sign-ins are not logged one by one.
+AXES_DISABLE_ACCESS_LOG = True
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Weft API",
     "DESCRIPTION": "Build, publish and run AI-agent workflows.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and Redoc from drf-spectacular-sidecar's static files: the docs load nothing from
+    # other origins (see CONTENT_SECURITY_POLICY).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "SessionWorkflowStatusEnum": "agents.models.SessionWorkflowStatus",
@@ -239,6 +288,24 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Security: strict unless DEBUG; `check --deploy` passes with real values. ----------------
+# Every page loads scripts only from this origin, and an inline script only with the request's
+# nonce (`<script nonce="{{ request.csp_nonce }}">`). Styles may be inline: Redoc and the console's
+# graph set style attributes, and a style cannot run code.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [csp.SELF],
+        "script-src": [csp.SELF, csp.NONCE],
+        "style-src": [csp.SELF, csp.UNSAFE_INLINE],
+        "img-src": [csp.SELF, "data:"],
+        "font-src": [csp.SELF, "data:"],
+        "connect-src": [csp.SELF],
+        "worker-src": [csp.SELF, "blob:"],
+        "object-src": [csp.NONE],
+        "base-uri": [csp.SELF],
+        "form-action": [csp.SELF],
+        "frame-ancestors": [csp.NONE],
+    }
+}
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -267,9 +334,15 @@ WEFT = {
     # Outbound calls (http_request, llm, tools, provider tests) never reach private, loopback or
     # metadata addresses, except these: networks, addresses or host names, each with an optional port.
     "OUTBOUND_ALLOW": env.list("WEFT_OUTBOUND_ALLOW", default=[]),
+    # Proxies whose X-Forwarded-For is believed (networks or addresses; config/proxy.py).
+    "TRUSTED_PROXIES": env.list("WEFT_TRUSTED_PROXIES", default=[]),
     "APP_RATE_LIMIT_PER_MINUTE": env.int("WEFT_APP_RATE_LIMIT_PER_MINUTE", default=600),
     # Finished runs (with their tasks and events) and node history older than this are purged.
     "RETENTION_DAYS": env.int("WEFT_RETENTION_DAYS", default=30),
+    # JSON from outside (API bodies, websocket messages) nested deeper than this is a 400
+    # `json_too_deep`, refused before parsing: Python's parser, the graph validator and the engine
+    # walk nested values recursively, a few frames a level against a stack of 1000 frames.
+    "JSON_MAX_DEPTH": env.int("WEFT_JSON_MAX_DEPTH", default=64),
     # A node whose output is larger than this (bytes of JSON) fails (workflows/engine/outputs.py).
     "NODE_OUTPUT_MAX_BYTES": env.int("WEFT_NODE_OUTPUT_MAX_BYTES", default=32 * 1024 * 1024),
     # What one user may own and run (accounts/quotas.py); the admin overrides them per user.

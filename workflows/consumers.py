@@ -1,8 +1,10 @@
 """Websockets that follow runs live: ``/ws/runs/<id>/`` and ``/ws/workflows/<id>/runs/``.
 
-Both are authenticated by the session (AuthMiddlewareStack) or a knox token (``?token=`` or an
-``Authorization: Token <token>`` header), and permission-checked: a run or workflow the user
-cannot view closes with code 4404, as if it did not exist; without credentials, 4401.
+Both are authenticated by a single-use ticket (``?ticket=``, from ``POST /api/v1/auth/ws-ticket/``,
+see accounts/tickets.py), a knox token in an ``Authorization: Token <token>`` header, or the session
+(AuthMiddlewareStack); never by a token in the query string, which logs would keep. Then they are
+permission-checked: a run or workflow the user cannot view closes with code 4404, as if it did not
+exist; without credentials, 4401.
 
 ``/ws/runs/<id>/`` sends a ``snapshot`` (the run with its tasks, as the run API shows it), then
 every event ``{"type", "run", "node", "seq", "at", "data"}``. With ``?after=<seq>`` the stored
@@ -18,15 +20,21 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.contrib.auth import get_user_model
 from django.utils import timezone
 from knox.auth import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
+from accounts.tickets import ws_ticket_redeem
+from config.api.parsers import json_loads_bounded
+from config.errors import InvalidInput
 from workflows.execution import fanout, live
 from workflows.models import RUN_FINAL_STATUSES, Run
 from workflows.permissions import CAN_VIEW
 from workflows.selectors import runs_for_user, workflows_for_user
 from workflows.serializers import RunSerializer
+
+User = get_user_model()
 
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHENTICATED = 4401
@@ -40,15 +48,15 @@ class _AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
         return values[0] if values else None
 
     def credentials(self):
-        """The knox token the client sent (``?token=`` or ``Authorization: Token``), else the session's user."""
-        token = self.query("token")
-        if token is None:
-            header = dict(self.scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
-            scheme, _, value = header.partition(" ")
-            if scheme.lower() == "token" and value:
-                token = value.strip()
-        if token is not None:
-            return token
+        """What the client sent: a ``Ticket`` (``?ticket=``), a knox token (``Authorization: Token``),
+        else the session's user (None without one)."""
+        ticket = self.query("ticket")
+        if ticket is not None:
+            return Ticket(ticket)
+        header = dict(self.scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "token" and value.strip():
+            return value.strip()
         user = self.scope.get("user")
         return user if getattr(user, "is_authenticated", False) else None
 
@@ -67,13 +75,30 @@ class _AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
     async def run_event(self, message: dict) -> None:
         raise NotImplementedError
 
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        """Clients only listen; a frame that is not JSON nested at most WEFT_JSON_MAX_DEPTH deep closes 4400."""
+        try:
+            content = json_loads_bounded(text_data or "")
+        except (InvalidInput, ValueError):
+            await self.close(code=CLOSE_BAD_REQUEST)
+            return
+        await self.receive_json(content, **kwargs)
+
     async def refuse(self, code: int) -> None:
         await self.accept()
         await self.close(code=code)
 
 
+class Ticket(str):
+    """A websocket ticket from the query string (a knox token is a plain ``str``)."""
+
+
 def _user_for(credentials):
-    """The user of a knox token (a string), or ``credentials`` itself (a session's user, or None)."""
+    """The user of a ticket (used up now) or of a knox token (a string), or ``credentials`` itself
+    (a session's user, or None)."""
+    if isinstance(credentials, Ticket):
+        user_id = ws_ticket_redeem(credentials)
+        return None if user_id is None else User.objects.filter(pk=user_id, is_active=True).first()
     if not isinstance(credentials, str):
         return credentials
     try:
