@@ -168,10 +168,11 @@ class _DatabaseThread:
     def call(self, function, *args):
         if self._executor is None:
             return function(*args)
-        return self._executor.submit(_reconnecting, function, *args).result()
+        return self._executor.submit(reconnecting, function, *args).result()
 
 
-def _reconnecting(function, *args):
+def reconnecting(function, *args):
+    """``function(*args)``, once more on a new connection if the database went away since the last query."""
     try:
         return function(*args)
     except (InterfaceError, OperationalError):

@@ -23,11 +23,12 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
 from workflows.engine.conf import engine_settings
 from workflows.models import Run, RunStatus
+
+from .fairness import reconnecting
 
 logger = logging.getLogger(__name__)
 
@@ -70,15 +71,7 @@ class WorkerHolds:
                 logger.warning("Could not renew this worker's holds; trying again.", exc_info=True)
 
     def _call(self, function, *args):
-        return self._executor.submit(_reconnecting, function, *args).result()
-
-
-def _reconnecting(function, *args):
-    try:
-        return function(*args)
-    except (InterfaceError, OperationalError):
-        connection.close()  # the database went away since the last query: once more, on a new connection
-        return function(*args)
+        return self._executor.submit(reconnecting, function, *args).result()
 
 
 def _expiry():
