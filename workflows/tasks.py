@@ -116,6 +116,10 @@ def run_execute_task(run_id: str, deferrals: int = 0) -> str | None:
     """
     from workflows.execution.fairness import run_deferral, run_turn, worker_shares
 
+    if worker_shares.stopping:
+        # A message taken (prefetched) after the warm shutdown began: another worker executes it.
+        run_execute_task.apply_async(args=[run_id], kwargs={"deferrals": deferrals})
+        return None
     with worker_shares.thread_busy():
         turn = run_turn(run_id=run_id, shares=worker_shares)
         if turn.defer:
