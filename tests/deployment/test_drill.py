@@ -56,6 +56,7 @@ SIGKILL_AT, SIGTERM_AT, REDIS_AT, POSTGRES_AT = 30, 70, 110, 150  # runs started
 OUTAGE_S = 1.0  # how long Redis and PostgreSQL stay down
 SETTLED_WITHIN_S = 60.0  # after the last fault, no run may be pending or running
 START_RETRY_FOR_S = 30.0  # how long a client keeps sending a start that fails again
+RUN_TASK = "workflows.run_execute"
 SUPERVISE_EVERY_S = 1.0  # how often the supervisor looks for workers that exited
 SIGTERM_EXIT_WAIT_S = 30.0  # how long the drill waits for the SIGTERMed worker to exit (its time is printed)
 # How long a follower waits for an event still missing once every run has ended: the server sends
@@ -272,7 +273,9 @@ class Drill:
             if not answer:
                 return None
             for tasks in answer.values():
-                found.update(str(task.get("request", task)["args"][0]) for task in tasks)
+                requests = (task.get("request", task) for task in tasks)
+                # Runs only: the worker also executes beat's housekeeping (the reaper), which has no argument.
+                found.update(str(request["args"][0]) for request in requests if request.get("name") == RUN_TASK)
         return found
 
     async def exit_timed(self, worker: Process) -> None:
