@@ -2,13 +2,15 @@
 
 import logging
 
+import redis
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DataError, IntegrityError
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.db.models import ProtectedError, RestrictedError
 from django.http import JsonResponse
 from django.views import defaults
+from kombu.exceptions import OperationalError as BrokerUnavailable
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
@@ -18,6 +20,15 @@ from config.api.parsers import RequestTooLarge
 from config.errors import RateLimited, WeftError
 
 logger = logging.getLogger(__name__)
+
+#: What a request meets while PostgreSQL, the broker or Redis restarts.
+UNAVAILABLE = (
+    OperationalError,
+    InterfaceError,
+    BrokerUnavailable,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 
 
 def exception_handler(exc, context):
@@ -46,6 +57,17 @@ def exception_handler(exc, context):
             {"detail": "A value in the request is out of range or cannot be stored.", "code": "invalid_value"},
             status=status.HTTP_400_BAD_REQUEST,
         )
+    if isinstance(exc, UNAVAILABLE):
+        # The database, the broker or the cache is down or restarting (a failover, a restart): not
+        # the caller's fault, and worth retrying in a moment, in the contract's JSON rather than an
+        # HTML 500 page.
+        logger.warning("unavailable service answered as 503: %s: %s", type(exc).__name__, exc)
+        response = Response(
+            {"detail": "The service is unavailable for a moment; retry.", "code": "service_unavailable"},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+        response["Retry-After"] = "1"
+        return response
     if isinstance(exc, (ProtectedError, RestrictedError)):
         return Response(
             {"detail": "Other objects still refer to this one.", "code": "protected"},

@@ -144,6 +144,7 @@ class Drill:
         self.database = database
         self.started: dict[int, str] = {}  # n → run id, from the 202s
         self.start_failures: list[str] = []  # starts sent again: what the server answered
+        self.not_json: list[str] = []  # refused starts whose answer was not the API's JSON error
         self.faults: list[Fault] = []
         self.followers: list[Follower] = []
         self.sigterm_exit_s: float | None = None  # how long the SIGTERMed worker took to exit (None: not yet)
@@ -202,6 +203,8 @@ class Drill:
                 if response.status_code == 202:
                     break
                 failure = f"{response.status_code} {response.text[:200]}"
+                if not response.headers.get("content-type", "").startswith("application/json"):
+                    self.not_json.append(f"run {n} on {server.process.name}: {failure}")
             except httpx.TransportError as error:
                 failure = repr(error)
             self.start_failures.append(f"run {n} on {server.process.name}: {failure}")
@@ -517,6 +520,7 @@ def test_runs_end_once_through_a_worker_killed_and_one_stopped_and_redis_and_pos
         "no stored effect is repeated": effects_repeated(runs, events, calls),
         f"none is pending or running {SETTLED_WITHIN_S:.0f} s after the last fault": [str(row) for row in drill.stuck],
         "every websocket follower gets all its run's events in order": followers_wrong(drill, events),
+        "a start refused during a fault answers the API's JSON error": drill.not_json,
     }
     report = "\n".join(
         f"{expectation}: {len(problems)} violations\n  " + "\n  ".join(problems[:10])
