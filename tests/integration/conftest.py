@@ -15,9 +15,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -145,11 +148,11 @@ class Cluster:
         self._count = 0
 
     # --- workers -------------------------------------------------------------------------------
-    def worker_start(self) -> Process:
+    def worker_start(self, *, concurrency: int = 16) -> Process:
         """Start a worker (the Procfile's command); it is ready once ``worker_ready`` says so."""
         self._count += 1
         name = f"w{self._count}"
-        command = celery_worker_command(hostname=f"{name}-{self.queue}", queues=self.queue, concurrency=16)
+        command = celery_worker_command(hostname=f"{name}-{self.queue}", queues=self.queue, concurrency=concurrency)
         worker = Process(name, command, self.env, self.logs / f"{name}.log")
         self.workers.append(worker)
         return worker
@@ -235,3 +238,66 @@ def cluster_settings(cluster, settings):
     celery_app.conf.task_default_queue = cluster.queue
     yield cluster
     celery_app.conf.task_default_queue = previous
+
+
+def wait_for(predicate, *, timeout: float, what: str, pause: float = 0.05):
+    """``predicate()``'s first true value, looked for every ``pause`` seconds; fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Timed out after {timeout} s waiting for {what}")
+        time.sleep(pause)
+    return value
+
+
+class EffectServer:
+    """Loopback HTTP recording each call as (path, run): ``/mark`` answers at once, ``/hold`` once released."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, str]] = []
+        self._released = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format, *args):
+                return
+
+            def do_GET(self):
+                url = urlsplit(self.path)
+                server.calls.append((url.path, parse_qs(url.query)["run"][0]))
+                if url.path == "/hold":
+                    server._released.wait(timeout=60)
+                body = json.dumps({"ok": True}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def runs(self, path: str) -> list[str]:
+        """The ``run`` of each call to ``path``, in order."""
+        return [run for called, run in self.calls if called == path]
+
+    def count(self, path: str, run: str) -> int:
+        return self.calls.count((path, run))
+
+    def holding(self) -> int:
+        return len(self.runs("/hold"))
+
+    def release(self) -> None:
+        self._released.set()
+
+    def stop(self) -> None:
+        self.release()
+        self._server.shutdown()
+        self._server.server_close()

@@ -20,6 +20,7 @@ from websockets.asyncio.client import connect
 from history.models import UsageMetric
 from tests.engine.conftest import edge, end, node, start
 from tests.factories import UserFactory
+from tests.integration.conftest import wait_for
 from workflows.execution.services import runs_reap
 from workflows.models import Run, RunEvent, Task
 from workflows.services import workflow_create
@@ -49,17 +50,6 @@ def run_start(cluster, owner, graph: dict, inputs: dict | None = None) -> dict:
     response = api(cluster, token, "POST", f"/api/v1/workflows/{workflow.pk}/runs/", {"inputs": inputs or {}})
     assert response.status_code == 202, f"{response.text[:500]}\n{cluster.server.output()[-3000:]}"
     return response.json()
-
-
-def wait_for(predicate, *, timeout: float, what: str, pause: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"Timed out after {timeout} s waiting for {what}")
-        time.sleep(pause)
 
 
 def run_finished(run_id, timeout: float = 20) -> Run:

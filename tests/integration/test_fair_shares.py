@@ -7,11 +7,6 @@ fair shares, A's first 4 runs took all 4 threads and B's run waited behind the r
 """
 
 import contextlib
-import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.conf import settings
@@ -22,7 +17,7 @@ from workflows.execution.services import run_start
 from workflows.models import Run, RunEvent
 from workflows.services import workflow_create
 
-from .conftest import Cluster, Process, celery_worker_command
+from .conftest import Cluster, EffectServer, wait_for
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -39,9 +34,7 @@ def cluster(django_db_setup, tmp_path_factory):
         pytest.skip("needs PostgreSQL and Redis")
     cluster = Cluster(logs=tmp_path_factory.mktemp("fair"))
     cluster.env["WEFT_WORKER_USER_SHARE"] = str(SHARE)
-    command = celery_worker_command(hostname=f"w1-{cluster.queue}", queues=cluster.queue, concurrency=CONCURRENCY)
-    worker = Process("w1", command, cluster.env, cluster.logs / "w1.log")
-    cluster.workers.append(worker)
+    worker = cluster.worker_start(concurrency=CONCURRENCY)
     try:
         cluster.worker_wait_ready(worker)
         yield cluster
@@ -49,66 +42,16 @@ def cluster(django_db_setup, tmp_path_factory):
         cluster.stop()
 
 
-class HeldServer:
-    """Loopback HTTP: each request waits until ``release()``; the ``run`` query parameter of each is recorded."""
-
-    def __init__(self):
-        self.arrived: list[str] = []
-        self._released = threading.Event()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format, *args):
-                return
-
-            def do_GET(self):
-                server.arrived.append(parse_qs(urlsplit(self.path).query)["run"][0])
-                server._released.wait(timeout=60)
-                body = json.dumps({"held": True}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/hold"
-
-    def release(self) -> None:
-        self._released.set()
-
-    def stop(self) -> None:
-        self.release()
-        self._server.shutdown()
-        self._server.server_close()
-
-
 @pytest.fixture
 def held():
     """The held server; at the end its calls answer and the worker is left to end the runs before the database is
     emptied (a failed test leaves runs behind)."""
-    server = HeldServer()
+    server = EffectServer()
     yield server
     server.release()
     with contextlib.suppress(AssertionError):
         wait_for(lambda: not Run.objects.exclude(status__in=FINAL).exists(), timeout=15, what="the runs left")
     server.stop()
-
-
-def wait_for(predicate, *, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"Timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 def finished(run_ids, *, timeout: float, what: str) -> list[Run]:
@@ -122,7 +65,7 @@ def finished(run_ids, *, timeout: float, what: str) -> list[Run]:
 def test_another_users_run_goes_ahead_of_a_users_backlog_and_every_run_of_theirs_ends_once(cluster_settings, held):
     a, b = UserFactory(), UserFactory()
     held_graph = chain(
-        start("tag"), node("call", "http_request", {"url": f"{held.url}?run={{{{ start.tag }}}}"}), end()
+        start("tag"), node("call", "http_request", {"url": f"{held.url}/hold?run={{{{ start.tag }}}}"}), end()
     )
     backlog = workflow_create(owner=a, name="Backlog", graph=held_graph)
     trivial = workflow_create(
@@ -130,20 +73,20 @@ def test_another_users_run_goes_ahead_of_a_users_backlog_and_every_run_of_theirs
     )
     tags = [f"a{i}" for i in range(A_RUNS)]
     a_ids = [run_start(workflow=backlog, user=a, inputs={"tag": tag}).pk for tag in tags]
-    wait_for(lambda: len(held.arrived) >= SHARE, timeout=20, what="A's runs to call the held server")
+    wait_for(lambda: held.holding() >= SHARE, timeout=20, what="A's runs to call the held server")
 
     b_id = run_start(workflow=trivial, user=b, inputs={}).pk
     [b_run] = finished([b_id], timeout=20, what="B's run, behind A's backlog")
 
     assert b_run.status == "succeeded", b_run.error
     assert not Run.objects.filter(pk__in=a_ids, status__in=FINAL).exists()  # all of A's are still held or waiting
-    assert len(held.arrived) == SHARE  # and no more than A's share of them ever executed at once
+    assert held.holding() == SHARE  # and no more than A's share of them ever executed at once
 
     held.release()
     a_runs = finished(a_ids, timeout=30, what="A's runs, once their calls answer")
 
     assert [run.status for run in a_runs] == ["succeeded"] * A_RUNS
-    assert sorted(held.arrived) == sorted(tags)  # each run's call was made once
+    assert sorted(held.runs("/hold")) == sorted(tags)  # each run's call was made once
     assert {run.dispatch_attempts for run in a_runs} == {1}  # each claimed once
     for event_type in ("run.started", "run.succeeded"):
         counts = [RunEvent.objects.filter(run_id=run_id, type=event_type).count() for run_id in a_ids]

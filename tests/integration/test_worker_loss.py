@@ -11,12 +11,7 @@ the whole test.
 """
 
 import contextlib
-import json
 import signal
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.conf import settings
@@ -27,7 +22,7 @@ from workflows.execution.services import run_start, runs_reap
 from workflows.models import Run, RunEvent
 from workflows.services import workflow_create
 
-from .conftest import ENGINE, Cluster, Process, celery_worker_command
+from .conftest import ENGINE, Cluster, EffectServer, Process, wait_for
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -38,61 +33,8 @@ FINAL = ("succeeded", "failed", "cancelled")
 SHUTDOWN_S = 10
 
 
-class EffectServer:
-    """Loopback HTTP recording each call as (path, run): ``/mark`` answers at once, ``/hold`` once released."""
-
-    def __init__(self):
-        self.calls: list[tuple[str, str]] = []
-        self._released = threading.Event()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format, *args):
-                return
-
-            def do_GET(self):
-                url = urlsplit(self.path)
-                server.calls.append((url.path, parse_qs(url.query)["run"][0]))
-                if url.path == "/hold":
-                    server._released.wait(timeout=60)
-                body = json.dumps({"ok": True}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def count(self, path: str, run: str) -> int:
-        return self.calls.count((path, run))
-
-    def holding(self) -> int:
-        return sum(1 for path, _ in self.calls if path == "/hold")
-
-    def release(self) -> None:
-        self._released.set()
-
-    def stop(self) -> None:
-        self.release()
-        self._server.shutdown()
-        self._server.server_close()
-
-
 def worker_start(cluster: Cluster) -> Process:
-    cluster._count += 1
-    name = f"w{cluster._count}"
-    command = celery_worker_command(hostname=f"{name}-{cluster.queue}", queues=cluster.queue, concurrency=CONCURRENCY)
-    worker = Process(name, command, cluster.env, cluster.logs / f"{name}.log")
-    cluster.workers.append(worker)
+    worker = cluster.worker_start(concurrency=CONCURRENCY)
     cluster.worker_wait_ready(worker)
     return worker
 
@@ -121,15 +63,6 @@ def effects(cluster):
         worker.terminate()
         worker.stop(grace=SHUTDOWN_S)
     server.stop()
-
-
-def wait_for(predicate, *, timeout: float, what: str, pause: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"Timed out after {timeout} s waiting for {what}")
-        time.sleep(pause)
-    return value
 
 
 def runs_of_one_user(effects: EffectServer, count: int) -> dict[str, str]:
