@@ -11,6 +11,7 @@ it gets a cluster and a redis-server of its own (PrivatePostgres, PrivateRedis),
 or as ``nobody`` under root since PostgreSQL refuses to run as root.
 """
 
+import asyncio
 import glob
 import json
 import os
@@ -139,6 +140,15 @@ class Deployment:
         ]
         self.beat = Process("beat", command, self.env, self.logs / "beat.log")
         return self.beat
+
+    def start(self, *, servers: int = 2, workers: int = 3) -> None:
+        """The processes of a deployment: ``servers`` daphnes, ``workers`` Celery workers and beat; ready on return."""
+        for _ in range(servers):
+            self.server_start()
+        for _ in range(workers):
+            self.worker_start()
+        self.beat_start()
+        self.wait_ready()
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -324,3 +334,16 @@ class PrivateRedis:
         if self.process is not None and self.process.alive():
             self.process.terminate()
             self.process.stop(grace=SERVICE_READY_TIMEOUT_S)
+
+
+async def next_message(ws, *, settled: asyncio.Event, grace: float) -> str | None:
+    """A follower's next websocket message; None if none came ``grace`` seconds after ``settled`` (every run ended)."""
+    while not settled.is_set():
+        try:
+            return await asyncio.wait_for(ws.recv(), timeout=0.5)
+        except TimeoutError:
+            continue
+    try:
+        return await asyncio.wait_for(ws.recv(), timeout=grace)
+    except TimeoutError:
+        return None

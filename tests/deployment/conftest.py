@@ -18,12 +18,7 @@ def deployment(transactional_db, tmp_path_factory):
     started = time.monotonic()
     deployment = Deployment(logs=tmp_path_factory.mktemp("deployment"))
     try:
-        for _ in range(2):
-            deployment.server_start()
-        for _ in range(3):
-            deployment.worker_start()
-        deployment.beat_start()
-        deployment.wait_ready()
+        deployment.start()
         sys.stderr.write(f"\n[deployment up in {time.monotonic() - started:.1f} s, logs in {deployment.logs}]\n")
         yield deployment
     finally:
@@ -64,12 +59,7 @@ def private_deployment(tmp_path_factory):
         deployment = Deployment(logs=logs, database_url=database_url, redis_url=redis.url, parked=False)
         deployment.postgres, deployment.redis = postgres, redis
         deployment.manage("migrate", "--noinput")
-        for _ in range(2):
-            deployment.server_start()
-        for _ in range(3):
-            deployment.worker_start()
-        deployment.beat_start()
-        deployment.wait_ready()
+        deployment.start()
         sys.stderr.write(f"\n[private deployment up in {time.monotonic() - started:.1f} s, logs in {logs}]\n")
         yield deployment
     finally:

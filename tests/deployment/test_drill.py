@@ -43,7 +43,7 @@ from tests.engine.conftest import chain, end, node, start
 from tests.integration.conftest import Process
 from workflows.execution.fanout import CATCH_UP_S
 
-from .cluster import Deployment, Server
+from .cluster import Deployment, Server, next_message
 from .figures import FIGURES
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -345,7 +345,7 @@ class Drill:
         snapshot = json.loads(await ws.recv())
         assert snapshot["type"] == "snapshot", snapshot
         while True:
-            raw = await self.next_message(ws)
+            raw = await next_message(ws, settled=self.settled, grace=LIVE_GRACE_S)
             if raw is None:
                 return "stalled"
             event = json.loads(raw)
@@ -358,18 +358,6 @@ class Drill:
             follower.events.append(event)
             if event["type"] in FINAL_EVENTS:
                 return "final"
-
-    async def next_message(self, ws) -> str | None:
-        """The next message; None if it has not come LIVE_GRACE_S after every run ended."""
-        while not self.settled.is_set():
-            try:
-                return await asyncio.wait_for(ws.recv(), timeout=0.5)
-            except TimeoutError:
-                continue
-        try:
-            return await asyncio.wait_for(ws.recv(), timeout=LIVE_GRACE_S)
-        except TimeoutError:
-            return None
 
 
 # --- what the drill left ------------------------------------------------------------------------

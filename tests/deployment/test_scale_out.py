@@ -35,7 +35,7 @@ from tests.threads import in_thread
 from workflows.execution.fanout import CATCH_UP_S
 from workflows.models import Run, RunEvent, RunStatus, Task, TaskStatus
 
-from .cluster import Deployment, Server
+from .cluster import Deployment, Server, next_message
 from .figures import FIGURES
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -274,7 +274,7 @@ class Chaos:
         snapshot = json.loads(await ws.recv())
         assert snapshot["type"] == "snapshot", snapshot
         while True:
-            raw = await self.next_message(ws)
+            raw = await next_message(ws, settled=self.settled, grace=LIVE_GRACE_S)
             if raw is None:
                 return "stalled"
             event = json.loads(raw)
@@ -286,18 +286,6 @@ class Chaos:
             follower.events.append(event)
             if event["type"] in FINAL_EVENTS:
                 return "final"
-
-    async def next_message(self, ws) -> str | None:
-        """The next message; None if it has not come ``LIVE_GRACE_S`` after every run ended."""
-        while not self.settled.is_set():
-            try:
-                return await asyncio.wait_for(ws.recv(), timeout=0.5)
-            except TimeoutError:
-                continue
-        try:
-            return await asyncio.wait_for(ws.recv(), timeout=LIVE_GRACE_S)
-        except TimeoutError:
-            return None
 
 
 def stuck_runs(workflow_id) -> list[dict]:
