@@ -65,10 +65,11 @@ def _channel_layer() -> str:
 
 def _sandbox() -> str:
     from workflows.engine.sandbox import jail
+    from workflows.engine.sandbox.pool import isolation_required
 
     if jail.status()["isolated"]:
         return OK
-    if not getattr(settings, "WEFT", {}).get("SANDBOX_REQUIRE_ISOLATION", True):
+    if not isolation_required():
         return UNISOLATED
     return DOWN if settings.CELERY_BROKER_URL.startswith("memory://") else MISSING
 

@@ -1,6 +1,5 @@
 """System checks of the workflows app: what ``manage.py check`` (and ``migrate``) warn about."""
 
-from django.conf import settings
 from django.core.checks import Tags, Warning, register
 
 
@@ -8,11 +7,12 @@ from django.core.checks import Tags, Warning, register
 def sandbox_isolation(app_configs, **kwargs):
     """weft.W010: code nodes cannot be isolated on this machine (bubblewrap or libseccomp missing)."""
     from workflows.engine.sandbox import jail
+    from workflows.engine.sandbox.pool import isolation_required
 
     state = jail.status()
     if state["isolated"]:
         return []
-    required = getattr(settings, "WEFT", {}).get("SANDBOX_REQUIRE_ISOLATION", True)
+    required = isolation_required()
     consequence = "code nodes will fail" if required else "code nodes run UNISOLATED (SANDBOX_REQUIRE_ISOLATION off)"
     return [
         Warning(

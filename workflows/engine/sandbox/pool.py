@@ -181,7 +181,6 @@ class SandboxWorker:
                 arguments=[json.dumps(options)],
                 hidden=hidden,
             )
-            self.isolation = {**jail_state, "user": _setting("SANDBOX_USER") if as_user else _current_user()}
         else:
             # A developer machine without bubblewrap, isolation explicitly not required.
             workdir = tempfile.mkdtemp(prefix="w-", dir=root)
@@ -196,7 +195,7 @@ class SandboxWorker:
                 str(WORKER_PROGRAM),
                 json.dumps({"workdir": workdir}),
             ]
-            self.isolation = {**jail_state, "user": _setting("SANDBOX_USER") if as_user else _current_user()}
+        self.isolation = {**jail_state, "user": _setting("SANDBOX_USER") if as_user else _current_user()}
         try:
             self.process = subprocess.Popen(  # noqa: S603 - our own program, no shell, fixed arguments
                 command,
@@ -564,10 +563,15 @@ def get_pool() -> SandboxPool:
             _pool = SandboxPool(
                 max_workers=int(_setting("SANDBOX_MAX_WORKERS")),
                 min_idle=int(_setting("SANDBOX_MIN_IDLE")),
-                require_isolation=bool(_setting("SANDBOX_REQUIRE_ISOLATION")),
+                require_isolation=isolation_required(),
                 user_share=_setting("SANDBOX_USER_SHARE"),
             )
         return _pool
+
+
+def isolation_required() -> bool:
+    """Whether code must not run where it cannot be isolated (``SANDBOX_REQUIRE_ISOLATION``)."""
+    return bool(_setting("SANDBOX_REQUIRE_ISOLATION"))
 
 
 def prewarm() -> None:
@@ -576,7 +580,7 @@ def prewarm() -> None:
     state = jail.status()
     if state["isolated"]:
         logger.info("Code sandbox: %s, limits by %s.", state["tool"], state["limits"])
-    elif _setting("SANDBOX_REQUIRE_ISOLATION"):
+    elif isolation_required():
         logger.error("Code nodes cannot run in this process: %s.", state["problem"])
         return
     else:
