@@ -15,7 +15,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from . import logs, metrics, tracing, views
+from . import instrumentation, logs, metrics, tracing, views
 
 OPERATOR_ENDPOINTS = {"/healthz": views.healthz, "/readyz": views.readyz, "/metrics": views.metrics}
 #: The route label of a request that matched no URL pattern.
@@ -69,8 +69,15 @@ class _RequestWatch:
         self.method = request.method if request.method in KNOWN_METHODS else "other"
         self.span = None
         self._context_token = self._trace_id_token = None
+        self._owns_span = False
         if tracing.tracer is None:
             return
+        if instrumentation.instrumented():
+            # Django's instrumentation, outside this middleware, started the server span.
+            self.span = trace.get_current_span()
+            self._trace_id_token = logs.trace_id_var.set(tracing.span_trace_id(self.span))
+            return
+        self._owns_span = True
         self.span = tracing.tracer.start_span(
             self.method,
             context=tracing.extract_from_meta(request.META),
@@ -81,10 +88,11 @@ class _RequestWatch:
         self._trace_id_token = logs.trace_id_var.set(tracing.span_trace_id(self.span))
 
     def end_context(self) -> None:
-        if self._context_token is not None:
+        if self._trace_id_token is not None:
             logs.trace_id_var.reset(self._trace_id_token)
+        if self._context_token is not None:
             otel_context.detach(self._context_token)
-            self._context_token = self._trace_id_token = None
+        self._context_token = self._trace_id_token = None
 
     def done(self, request, response) -> None:
         match = getattr(request, "resolver_match", None)
@@ -98,4 +106,5 @@ class _RequestWatch:
             self.span.set_attribute("http.response.status_code", status)
             if status >= 500:
                 self.span.set_status(Status(StatusCode.ERROR))
-            self.span.end()
+            if self._owns_span:
+                self.span.end()

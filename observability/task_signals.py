@@ -3,20 +3,22 @@
 ``before_task_publish`` writes the publisher's trace context (``traceparent``) into the
 message's headers; ``task_prerun`` makes it current in the worker's task thread for the task's
 duration (the engine's loop inherits it when the thread hands the run over), ``task_postrun``
-ends that. Receiving ``setup_logging`` keeps Celery from replacing the ``LOGGING`` setting with
-its own format, so worker and beat lines are JSON (or text) like the web's.
+ends that (with the libraries instrumented, Celery's instrumentation does all this instead, with
+a span for the publish and one for the task). Receiving ``setup_logging`` keeps Celery from
+replacing the ``LOGGING`` setting with its own format, so worker and beat lines are JSON (or text)
+like the web's.
 """
 
 from celery import signals
 from opentelemetry import context as otel_context
 
-from . import tracing
+from . import instrumentation, tracing
 
 _tokens: dict[str, object] = {}
 
 
 def _headers_inject(headers=None, **kwargs) -> None:
-    if tracing.tracer is None or headers is None:
+    if tracing.tracer is None or headers is None or instrumentation.instrumented():
         return
     carrier: dict = {}
     tracing.inject(carrier)
@@ -24,7 +26,7 @@ def _headers_inject(headers=None, **kwargs) -> None:
 
 
 def _context_attach(task_id=None, task=None, **kwargs) -> None:
-    if tracing.tracer is None or task is None or task_id is None:
+    if tracing.tracer is None or task is None or task_id is None or instrumentation.instrumented():
         return
     request = task.request
     carrier = {name: value for name in ("traceparent", "tracestate") if (value := getattr(request, name, None))}

@@ -12,6 +12,8 @@ trace, or a new one) and stored on ``Run.trace_id``. The worker continues that t
 span that dispatched the run when the Celery message carries it (``task_signals``), else as a new
 root span with the stored trace id, so a run resumed by another worker stays in its trace.
 This module keeps its own provider instead of the global one, so that tests can install theirs.
+With tracing on, OpenTelemetry's instrumentation of Django, Celery, SQL, httpx and Redis gives its
+spans to the same provider (:mod:`observability.instrumentation`).
 """
 
 import contextvars
@@ -81,6 +83,9 @@ def configure_from_environment() -> None:
     provider = TracerProvider(resource=Resource.create({"service.name": service}), id_generator=_RunTraceIdGenerator())
     provider.add_span_processor(BatchSpanProcessor(exporter))
     install(provider)
+    from . import instrumentation
+
+    instrumentation.instrument(provider)
     logger.info("Tracing is on: spans go to the %s exporter.", exporter_name)
 
 

@@ -6,16 +6,23 @@ from io import StringIO
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import connection, models
 from django.test import override_settings
 from django.utils.encoding import force_bytes
 from django_cryptography.core.signing import FernetSigner
+from django_cryptography.fields import encrypt
 from django_cryptography.utils.crypto import FernetBytes
 
 from agents.models import LLMProvider
-from licensing.management.commands.rotate_field_key import derive_field_key, encrypted_fields
+from licensing.management.commands.rotate_field_key import (
+    current_writer,
+    derive_field_key,
+    driver_bytes,
+    encrypted_fields,
+    field_format_problem,
+)
 from licensing.models import App
-from tests.factories import AppFactory, LLMProviderFactory
+from tests.factories import AppFactory, LLMProviderFactory, ToolFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -133,4 +140,95 @@ def test_values_signed_with_a_fallback_secret_key_are_re_signed():
 @override_settings(FIELD_ENCRYPTION_KEY_PREVIOUS="", SECRET_KEY_FALLBACKS=[])
 def test_without_a_previous_key_it_refuses():
     with pytest.raises(CommandError, match="WEFT_FIELD_ENCRYPTION_KEY_PREVIOUS"):
+        rotate()
+
+
+# --- End to end: values the field library wrote under the old key --------------------------------
+
+#: A secret per encrypted field; a new encrypted field fails the test until it is added here.
+SECRETS = {
+    "licensing.App.api_secret": (AppFactory, "app-secret-under-key-A"),
+    "agents.LLMProvider.api_key": (LLMProviderFactory, "sk-provider-under-key-A"),
+    "agents.Tool.secret_headers": (ToolFactory, {"Authorization": "Bearer tool-token-under-key-A"}),
+}
+
+
+def field_with_key(raw_key: str) -> models.Field:
+    """An encrypted field as the library builds one for ``raw_key``: its public ``key`` argument."""
+    field = encrypt(models.JSONField(), key=derive_field_key(raw_key))
+    field.set_attributes_from_name("probe")
+    return field
+
+
+def read_through(field: models.Field, data: bytes):
+    """What ``field`` reads from stored ``data``; ``None`` where it cannot (a wrong key fails in several ways)."""
+    try:
+        return field.from_db_value(data, None, connection)
+    except Exception:  # a bad signature or padding, or the noise a wrong key decrypts to
+        return None
+
+
+def store_through(field: models.Field, model, pk, field_name: str, value) -> None:
+    """Store the bytes that ``field`` writes for ``value`` (the library's own encryption, not ours)."""
+    column = model._meta.get_field(field_name).column
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {model._meta.db_table} SET {column} = %s WHERE id = %s",  # noqa: S608
+            [field.get_db_prep_value(value, connection), db_pk(model, pk)],
+        )
+
+
+@override_settings(FIELD_ENCRYPTION_KEY_PREVIOUS=KEY_A)
+def test_every_secret_written_under_the_old_key_is_readable_with_the_new_key_only():
+    assert {f"{model._meta.label}.{field.name}" for model, field in encrypted_fields()} == set(SECRETS)
+    old_key_field = field_with_key(KEY_A)
+    rows = []
+    for model, field in encrypted_fields():
+        factory, secret = SECRETS[f"{model._meta.label}.{field.name}"]
+        pk = factory().pk
+        store_through(old_key_field, model, pk, field.name, secret)
+        assert read_through(field, stored(model, pk, field.name)) is None
+        rows.append((model, field, pk, secret))
+
+    first = rotate()
+
+    for model, field, pk, secret in rows:
+        assert f"{model._meta.label}.{field.name}: re-encrypted 1, already current 0" in first
+        assert getattr(model.objects.get(pk=pk), field.name) == secret
+        assert read_through(old_key_field, stored(model, pk, field.name)) is None
+
+    after_first = [stored(model, pk, field.name) for model, field, pk, _ in rows]
+    second = rotate()
+
+    for model, field, _pk, _secret in rows:
+        assert f"{model._meta.label}.{field.name}: re-encrypted 0, already current 1" in second
+    assert [stored(model, pk, field.name) for model, field, pk, _ in rows] == after_first
+
+
+def test_the_command_reads_and_writes_exactly_what_each_field_does():
+    writer = current_writer()
+    for model, field in encrypted_fields():
+        _, value = SECRETS[f"{model._meta.label}.{field.name}"]
+        written_by_field = driver_bytes(field.get_db_prep_value(value, connection))
+        assert writer.decrypt(written_by_field) == pickle.dumps(value)
+        assert field.from_db_value(writer.encrypt(pickle.dumps(value)), None, connection) == value
+        assert field_format_problem(field, writer) == ""
+
+
+@override_settings(FIELD_ENCRYPTION_KEY_PREVIOUS=KEY_A, SECRET_KEY="not-what-the-fields-sign-with")
+def test_a_field_the_command_cannot_read_stops_it_before_anything_changes():
+    """Fields that write otherwise than the command: what an upgrade that changed the format would do."""
+    app = AppFactory()
+    write_with(App, app.pk, "api_secret", "secret-under-key-A", field_key=KEY_A)
+    before = stored(App, app.pk, "api_secret")
+
+    with pytest.raises(CommandError, match="stored format"):
+        rotate()
+
+    assert stored(App, app.pk, "api_secret") == before
+
+
+@override_settings(FIELD_ENCRYPTION_KEY_PREVIOUS=KEY_A, FIELD_ENCRYPTION_KEY="derived-otherwise")
+def test_a_changed_key_derivation_stops_it_before_anything_changes():
+    with pytest.raises(CommandError, match="no longer derives"):
         rotate()

@@ -27,6 +27,8 @@ pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.django_db(tran
 
 RUN_SPAN = "workflow.run"
 REQUEST_SPAN = "POST /api/v1/workflows/<uuid:id>/runs/"
+#: The Celery task that executes a run (workflows.tasks).
+RUN_TASK = "workflows.run_execute"
 
 
 @pytest.fixture(scope="module")
@@ -109,17 +111,33 @@ def test_the_trace_goes_from_the_request_through_celery_to_the_nodes(observed_cl
     assert run.status == "succeeded", run.error
     assert run.trace_id == trace_id
 
+    def outbound_calls(spans):
+        """httpx's client spans for the node's calls to the fake server (http.url: the older conventions)."""
+        return [span for span in spans if span.attributes.get("http.url", "").startswith(fake_http.url("/"))]
+
     def complete(spans):
         ours = [span for span in spans if span.trace_id == trace_id]
         nodes = {span.attributes.get("weft.node.id") for span in ours if span.name.startswith("node.")}
         names = {span.name for span in ours}
-        return ours if {REQUEST_SPAN, RUN_SPAN} <= names and nodes >= {"start", "call", "greet", "end"} else None
+        sql = any(span.attributes.get("db.system") == "postgresql" for span in ours)
+        wanted = {REQUEST_SPAN, f"run/{RUN_TASK}", RUN_SPAN} <= names and nodes >= {"start", "call", "greet", "end"}
+        return ours if wanted and sql and len(outbound_calls(ours)) == 2 else None
 
-    spans = receiver.wait_for(complete, timeout=20, what="the request, run and node spans")
+    spans = receiver.wait_for(complete, timeout=20, what="the request, run, node, SQL and HTTP spans")
     (request_span,) = [span for span in spans if span.name == REQUEST_SPAN]
     (run_span,) = [span for span in spans if span.name == RUN_SPAN]
     assert request_span.parent_span_id == caller_span
-    assert run_span.parent_span_id == request_span.span_id  # carried in the Celery message
+    # Carried in the Celery message: the request publishes the task, the task's span holds the run.
+    by_id = {span.span_id: span for span in spans}
+    task_span = by_id[run_span.parent_span_id]
+    publish_span = by_id[task_span.parent_span_id]
+    assert (task_span.name, publish_span.name) == (f"run/{RUN_TASK}", f"apply_async/{RUN_TASK}")
+    assert publish_span.parent_span_id == request_span.span_id
+    # OpenTelemetry's instrumentation: the request's SQL, and the node's outbound calls (one retried).
+    sql = [span for span in spans if span.attributes.get("db.system") == "postgresql"]
+    assert request_span.span_id in {span.parent_span_id for span in sql}
+    calls = outbound_calls(spans)
+    assert {(span.name, span.parent_span_id) for span in calls} == {("GET", task_span.span_id)}
     assert run_span.attributes["weft.run.id"] == str(run.pk)
     assert {span.service for span in spans} == {"weft-test"}
     node_spans = [span for span in spans if span.name.startswith("node.")]

@@ -9,9 +9,17 @@ django_cryptography stores ``pickle(value)`` AES-CBC encrypted with a key derive
 ``SECRET_KEY``, so a change of ``SECRET_KEY`` makes the stored values unreadable too: put the old
 one in ``SECRET_KEY_FALLBACKS`` and run this command, which re-signs them with the current one.
 It works on the stored bytes directly and never unpickles or prints a value.
+
+That format is not the ``cryptography`` package's Fernet (AES-256 rather than AES-128, and the
+HMAC keyed by ``SECRET_KEY``), so ``MultiFernet`` cannot read it. The command reads and writes it
+with the field library's public ``FernetBytes`` and ``FernetSigner``, and before it changes
+anything it proves that they still match what the fields themselves write and read, through the
+fields' public Django API (:func:`field_format_problem`): an upgrade of the library that changes
+its key derivation or its format stops the command with nothing changed, never half-rotates.
 """
 
 import getpass
+import pickle
 import pickletools
 import struct
 from collections import deque
@@ -30,14 +38,61 @@ from django_cryptography.utils.crypto import FernetBytes, InvalidToken, pbkdf2
 
 from history.services import AuditTarget, audit_log_record
 
-# django_cryptography.conf derives its key with these parameters (not exposed as settings).
-_KDF_ITERATIONS = 30000
+# django_cryptography.conf derives CRYPTOGRAPHY_KEY by PBKDF2 over its CRYPTOGRAPHY_DIGEST and
+# CRYPTOGRAPHY_SALT settings with this many iterations (not a setting). key_derivation_problem()
+# checks it against the key the library derived, every run.
+KDF_ITERATIONS = 30000
+#: What the format check writes through each field and reads back.
+PROBE = "weft-field-key-rotation-probe"
 
 
 def derive_field_key(raw_key: str) -> bytes:
     """The AES key django_cryptography derives from a ``CRYPTOGRAPHY_KEY`` value."""
     digest = settings.CRYPTOGRAPHY_DIGEST
-    return pbkdf2(raw_key, settings.CRYPTOGRAPHY_SALT, _KDF_ITERATIONS, digest.digest_size, digest)
+    return pbkdf2(raw_key, settings.CRYPTOGRAPHY_SALT, KDF_ITERATIONS, digest.digest_size, digest)
+
+
+def current_writer() -> FernetBytes:
+    """Encrypts as a field without a key of its own does: the library's derived key, signed with SECRET_KEY."""
+    return FernetBytes(settings.CRYPTOGRAPHY_KEY, FernetSigner(settings.SECRET_KEY))
+
+
+def key_derivation_problem() -> str:
+    """Why :func:`derive_field_key` would not give the key the library derived itself, or ``""``."""
+    if derive_field_key(settings.FIELD_ENCRYPTION_KEY) != force_bytes(settings.CRYPTOGRAPHY_KEY):
+        return (
+            "django_cryptography no longer derives CRYPTOGRAPHY_KEY as this command does "
+            f"(PBKDF2, {KDF_ITERATIONS} iterations): nothing was changed."
+        )
+    return ""
+
+
+def driver_bytes(value) -> bytes:
+    """The bytes in a driver's ``Binary(...)``: psycopg wraps them (``.obj``), sqlite3's is a memoryview."""
+    return bytes(getattr(value, "obj", value))
+
+
+def field_format_problem(field: models.Field, writer: FernetBytes) -> str:
+    """Why ``writer`` would not read and write ``field``'s stored bytes as the field does, or ``""``.
+
+    Both directions go through the field's public Django API (``get_db_prep_value``,
+    ``from_db_value``), so the check knows nothing of the library's internals.
+    """
+    written_by_field = driver_bytes(field.get_db_prep_value(PROBE, connection))
+    try:
+        read = writer.decrypt(written_by_field)
+    except (BadSignature, InvalidToken):
+        read = None
+    try:
+        readable_by_field = field.from_db_value(writer.encrypt(pickle.dumps(PROBE)), None, connection) == PROBE
+    except (BadSignature, InvalidToken):
+        readable_by_field = False
+    if read != pickle.dumps(PROBE) or not readable_by_field:
+        return (
+            f"{field.model._meta.label}.{field.name}: django_cryptography's stored format is not the one "
+            "this command reads and writes: nothing was changed."
+        )
+    return ""
 
 
 def encrypted_fields() -> list[tuple[type[models.Model], models.Field]]:
@@ -104,10 +159,18 @@ class Command(BaseCommand):
             for signing_key in signing_keys
         ]
 
+        writer = current_writer()
+        fields = encrypted_fields()
+        problem = key_derivation_problem() or next(
+            (found for _, field in fields if (found := field_format_problem(field, writer))), ""
+        )
+        if problem:
+            raise CommandError(problem)
+
         reports = []
         with transaction.atomic():
-            for model, field in encrypted_fields():
-                reports.append(self._rotate_field(model, field, readers))
+            for model, field in fields:
+                reports.append(self._rotate_field(model, field, readers, writer))
             if dry_run:
                 transaction.set_rollback(True)
             else:
@@ -147,8 +210,7 @@ class Command(BaseCommand):
             },
         )
 
-    def _rotate_field(self, model, field, readers: list[FernetBytes]) -> FieldReport:
-        current_writer = field._fernet
+    def _rotate_field(self, model, field, readers: list[FernetBytes], writer: FernetBytes) -> FieldReport:
         report = FieldReport(label=f"{model._meta.label}.{field.name}")
         table = connection.ops.quote_name(model._meta.db_table)
         column = connection.ops.quote_name(field.column)
@@ -159,13 +221,13 @@ class Command(BaseCommand):
             rows = cursor.fetchall()
             for pk, stored in rows:
                 stored = force_bytes(stored)
-                if self._readable(current_writer, stored):
+                if self._readable(writer, stored):
                     report.current += 1
                     continue
                 plaintext = self._decrypt(readers, stored, report.label, pk)
                 cursor.execute(
                     f"UPDATE {table} SET {column} = %s WHERE {pk_column} = %s",  # noqa: S608
-                    [connection.Database.Binary(current_writer.encrypt(plaintext)), pk],
+                    [connection.Database.Binary(writer.encrypt(plaintext)), pk],
                 )
                 report.rotated += 1
         return report
