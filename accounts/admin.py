@@ -1,10 +1,10 @@
-from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
-from .models import User, UserQuota
-from .quotas import QUOTAS
+from config.conf import weft_settings
+
+from .models import QUOTAS, User, UserQuota
 from .services import user_access_change_record, user_access_state, user_delete, user_password_change_record
 
 
@@ -17,7 +17,7 @@ class UserQuotaInline(admin.StackedInline):
     def formfield_for_dbfield(self, db_field, request, **kwargs):
         field = super().formfield_for_dbfield(db_field, request, **kwargs)
         if db_field.name in QUOTAS and field is not None:
-            field.widget.attrs["placeholder"] = f"default {settings.WEFT['QUOTAS'][db_field.name.upper()]}"
+            field.widget.attrs["placeholder"] = f"default {getattr(weft_settings, db_field.name.upper())}"
         return field
 
 

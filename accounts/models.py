@@ -14,6 +14,11 @@ class User(AbstractUser):
         db_table = "users"
 
 
+#: The quotas a UserQuota overrides, by field name; each default is the tunable of the same name in
+#: upper case (``weft_settings.RUNS_PER_DAY``, ``WEFT_QUOTA_RUNS_PER_DAY``).
+QUOTAS = ("max_workflows", "runs_per_day", "concurrent_runs", "max_run_duration_s", "workflow_runs_per_day")
+
+
 def _override(help_text: str, **options) -> models.PositiveIntegerField:
     return models.PositiveIntegerField(null=True, blank=True, help_text=f"{help_text} Blank: the default.", **options)
 
@@ -21,7 +26,7 @@ def _override(help_text: str, **options) -> models.PositiveIntegerField:
 class UserQuota(models.Model):
     """An operator's overrides of the quota defaults (``WEFT_QUOTA_*``) for one user.
 
-    ``accounts.quotas`` reads them; a blank field keeps the default.
+    ``workflows.quotas`` reads them; a blank field keeps the default.
     """
 
     user = models.OneToOneField(User, on_delete=models.CASCADE, primary_key=True, related_name="quota")
@@ -51,7 +56,7 @@ class UserQuota(models.Model):
 
 
 class QuotaCounter(models.Model):
-    """A day counter of embedded mode (``accounts.quotas``; Redis holds them when there is one).
+    """A day counter of embedded mode (``workflows.quotas``; Redis holds them when there is one).
 
     One row per quota and subject (``runs_per_day:user:7``), holding the count of its latest day:
     a new day starts the count again in the same row.

@@ -12,8 +12,9 @@ and consumers as ``scope["client"]``, for HTTP and websockets alike.
 import ipaddress
 from collections.abc import Iterable, Sequence
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+from config.conf import weft_settings
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -75,7 +76,7 @@ class TrustedProxyMiddleware:
     def __init__(self, app, networks: Sequence[Network] | None = None):
         self.app = app
         self.networks = (
-            tuple(networks) if networks is not None else trusted_networks_parse(settings.WEFT["TRUSTED_PROXIES"])
+            tuple(networks) if networks is not None else trusted_networks_parse(weft_settings.TRUSTED_PROXIES)
         )
 
     async def __call__(self, scope, receive, send):

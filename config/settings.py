@@ -11,6 +11,7 @@ import environ
 from csp import constants as csp
 from django.core.exceptions import ImproperlyConfigured
 
+from config.conf import weft_from_environment
 from observability.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -162,6 +163,12 @@ WHITENOISE_USE_FINDERS = DEBUG
 
 LOGIN_URL = "admin:login"
 
+# --- Weft's tunables: config/conf.py lists each (default, type, variable); platform/env.example ---
+# documents them. Code reads them through config.conf.weft_settings.
+WEFT = weft_from_environment(env.ENVIRON)
+if WEFT["WORKER_USER_SHARE"] is not None and WEFT["WORKER_USER_SHARE"] < 1:
+    raise ImproperlyConfigured("WEFT_WORKER_USER_SHARE must be at least 1 (unset: half of the worker's concurrency).")
+
 # --- Redis: broker, channel layer, shared counters. Unset means embedded mode. ---------------
 REDIS_URL = env.str("REDIS_URL", default="")
 EMBEDDED = not REDIS_URL
@@ -191,14 +198,14 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Copied into the database by the scheduler: resume or end runs whose worker is gone (every
-# WEFT_ENGINE_REAPER_INTERVAL_S, the embedded reaper's interval too).
+# WEFT_ENGINE_REAPER_INTERVAL_S), purge old runs (every WEFT_RETENTION_INTERVAL_S); the embedded
+# engine's intervals too.
 CELERY_BEAT_SCHEDULE = {
-    "weft-runs-reap": {
-        "task": "workflows.runs_reap",
-        "schedule": env.float("WEFT_ENGINE_REAPER_INTERVAL_S", default=30.0),
-    },
-    "weft-retention-purge": {"task": "history.retention_purge", "schedule": 3600.0},
+    "weft-runs-reap": {"task": "workflows.runs_reap", "schedule": WEFT["ENGINE"]["REAPER_INTERVAL_S"]},
+    "weft-retention-purge": {"task": "history.retention_purge", "schedule": WEFT["RETENTION_INTERVAL_S"]},
     "weft-usage-sweep": {"task": "history.usage_sweep", "schedule": 60.0},
+    # Every schedule's ticks, from one entry (workflows/schedules/services.py), and their results.
+    "weft-schedules-fire": {"task": "workflows.schedules_fire_due", "schedule": WEFT["SCHEDULES"]["TICK_INTERVAL_S"]},
     "weft-schedules-sync": {"task": "workflows.schedules_sync", "schedule": 30.0},
 }
 # Longer than the longest run, so that a run's message is not redelivered while it is running.
@@ -328,50 +335,3 @@ LOGGING = logging_config(level=env.str("LOG_LEVEL", default="INFO"), log_format=
 # /metrics answers a bearer of this token, or a client in these networks; neither set: 404.
 METRICS_TOKEN = env.str("WEFT_METRICS_TOKEN", default="")
 METRICS_ALLOW = env.list("WEFT_METRICS_ALLOW", default=[])
-
-# --- Engine tunables, read through workflows.engine.settings ---------------------------------
-WEFT = {
-    # Outbound calls (http_request, llm, tools, provider tests) never reach private, loopback or
-    # metadata addresses, except these: networks, addresses or host names, each with an optional port.
-    "OUTBOUND_ALLOW": env.list("WEFT_OUTBOUND_ALLOW", default=[]),
-    # Proxies whose X-Forwarded-For is believed (networks or addresses; config/proxy.py).
-    "TRUSTED_PROXIES": env.list("WEFT_TRUSTED_PROXIES", default=[]),
-    "APP_RATE_LIMIT_PER_MINUTE": env.int("WEFT_APP_RATE_LIMIT_PER_MINUTE", default=600),
-    # Finished runs (with their tasks and events) and node history older than this are purged.
-    "RETENTION_DAYS": env.int("WEFT_RETENTION_DAYS", default=30),
-    # JSON from outside (API bodies, websocket messages) nested deeper than this is a 400
-    # `json_too_deep`, refused before parsing: Python's parser, the graph validator and the engine
-    # walk nested values recursively, a few frames a level against a stack of 1000 frames.
-    "JSON_MAX_DEPTH": env.int("WEFT_JSON_MAX_DEPTH", default=64),
-    # A node whose output is larger than this (bytes of JSON) fails (workflows/engine/outputs.py).
-    "NODE_OUTPUT_MAX_BYTES": env.int("WEFT_NODE_OUTPUT_MAX_BYTES", default=32 * 1024 * 1024),
-    # What one user may own and run (accounts/quotas.py); the admin overrides them per user.
-    "QUOTAS": {
-        "MAX_WORKFLOWS": env.int("WEFT_QUOTA_MAX_WORKFLOWS", default=1000),
-        "RUNS_PER_DAY": env.int("WEFT_QUOTA_RUNS_PER_DAY", default=10000),
-        "CONCURRENT_RUNS": env.int("WEFT_QUOTA_CONCURRENT_RUNS", default=200),
-        "MAX_RUN_DURATION_S": env.int("WEFT_QUOTA_MAX_RUN_DURATION_S", default=6 * 3600),
-        "WORKFLOW_RUNS_PER_DAY": env.int("WEFT_QUOTA_WORKFLOW_RUNS_PER_DAY", default=10000),
-    },
-    # The most runs of one user a worker process executes at once (workflows/execution/fairness.py);
-    # None: half of the worker's concurrency, rounded up.
-    "WORKER_USER_SHARE": env.int("WEFT_WORKER_USER_SHARE", default=None),
-    # What one render of a template may spend (workflows/engine/template_budget.py): loop
-    # iterations + calls + filters, characters written or built, and the size one operator,
-    # width or count may make ('x' * n, a ** b in bits, center(n)...).
-    "TEMPLATE_MAX_ITERATIONS": env.int("WEFT_TEMPLATE_MAX_ITERATIONS", default=200_000),
-    "TEMPLATE_MAX_OUTPUT_CHARS": env.int("WEFT_TEMPLATE_MAX_OUTPUT_CHARS", default=16_000_000),
-    "TEMPLATE_MAX_OPERAND": env.int("WEFT_TEMPLATE_MAX_OPERAND", default=1_000_000),
-    # The code sandbox (workflows/engine/sandbox/pool.py documents each) from WEFT_SANDBOX_<NAME>,
-    # values as JSON: e.g. WEFT_SANDBOX_MAX_WORKERS=16, WEFT_SANDBOX_USER_SHARE=4.
-    **{name.removeprefix("WEFT_"): env.json(name) for name in sorted(env.ENVIRON) if name.startswith("WEFT_SANDBOX_")},
-    # Engine tunables (workflows/engine/conf.py) from WEFT_ENGINE_<NAME>, values as JSON:
-    # e.g. WEFT_ENGINE_LEASE_TTL_S=30, WEFT_ENGINE_EMBEDDED_REAPER=false.
-    "ENGINE": {
-        name.removeprefix("WEFT_ENGINE_"): env.json(name)
-        for name in sorted(env.ENVIRON)
-        if name.startswith("WEFT_ENGINE_")
-    },
-}
-if WEFT["WORKER_USER_SHARE"] is not None and WEFT["WORKER_USER_SHARE"] < 1:
-    raise ImproperlyConfigured("WEFT_WORKER_USER_SHARE must be at least 1 (unset: half of the worker's concurrency).")

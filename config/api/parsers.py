@@ -9,6 +9,7 @@ from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser, get_encoding
 from rest_framework.utils.json import strict_constant
 
+from config.conf import weft_settings
 from config.errors import InvalidInput, WeftError
 
 # A JSON string (escapes included), and a run of characters that are not brackets.
@@ -38,7 +39,7 @@ def json_depth(text: str) -> int:
 
 
 def json_max_depth() -> int:
-    return settings.WEFT["JSON_MAX_DEPTH"]
+    return weft_settings.JSON_MAX_DEPTH
 
 
 def json_depth_check(text: str) -> None:

@@ -2,10 +2,10 @@
 
 import pytest
 
-from accounts.quotas import quota_limits
 from config.errors import QuotaLimitReached
 from tests.factories import WorkflowFactory, WorkflowTemplateFactory
 from workflows.models import Workflow
+from workflows.quotas import quota_limits
 from workflows.services import workflow_create
 
 WORKFLOWS = "/api/v1/workflows/"

@@ -1,7 +1,7 @@
 """Quotas: what one user may own and run, checked where workflows are created and runs start.
 
-Each quota has a default in ``settings.WEFT["QUOTAS"]`` (``WEFT_QUOTA_*``), which a
-``UserQuota`` row (the user's page in the admin) overrides:
+Each quota has a default in ``settings.WEFT["QUOTAS"]`` (``WEFT_QUOTA_*``, read through
+``config.conf.weft_settings``), which a ``UserQuota`` row (the user's page in the admin) overrides:
 
 - ``max_workflows``: workflows the user owns. Reaching it is a 403; it frees up when one is deleted.
 - ``concurrent_runs``: the user's runs pending or running. A 429 until one of them ends.
@@ -16,6 +16,9 @@ workflow's owner. The checks are atomic across processes: each runs under a lock
 row, and counts what is in the database (workflows owned, runs in flight) or in a day counter:
 a Redis INCR when there is Redis, a ``quota_counters`` row in the same transaction in embedded
 mode. A start that is refused or fails gives its increments back.
+
+The checks live beside the runs and workflows they count; the overrides and the day counters are
+rows of ``accounts``, which knows nothing of workflows.
 """
 
 import contextlib
@@ -31,13 +34,13 @@ from django.db.models import Case, F, Min, Q, QuerySet, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from accounts.models import QUOTAS, QuotaCounter, User, UserQuota
+from config.conf import weft_settings
 from config.errors import QuotaExceeded, QuotaLimitReached
 from config.redis_connection import redis_client
-from workflows.models import Run, RunStatus, Workflow
 
-from .models import QuotaCounter, User, UserQuota
+from .models import Run, RunStatus, Workflow
 
-QUOTAS = ("max_workflows", "runs_per_day", "concurrent_runs", "max_run_duration_s", "workflow_runs_per_day")
 #: What a caller refused for too many runs at once is told to wait before trying again (seconds).
 CONCURRENT_RETRY_AFTER_S = 5
 #: Day counters in Redis outlive their day by this much, then expire.
@@ -55,10 +58,12 @@ class QuotaLimits:
 
 def quota_limits(*, user_id: int) -> QuotaLimits:
     """The user's limits: the defaults from settings, overridden by the fields set in their UserQuota."""
-    defaults = settings.WEFT["QUOTAS"]
     overrides = UserQuota.objects.filter(user_id=user_id).values(*QUOTAS).first() or {}
     return QuotaLimits(
-        **{name: defaults[name.upper()] if overrides.get(name) is None else overrides[name] for name in QUOTAS}
+        **{
+            name: getattr(weft_settings, name.upper()) if overrides.get(name) is None else overrides[name]
+            for name in QUOTAS
+        }
     )
 
 
@@ -130,7 +135,7 @@ def run_quota_reserve(*, workflow: Workflow, user) -> Iterator[None]:
 
 def runs_over_duration(*, now: datetime) -> list[tuple]:
     """Running runs older than their user's ``max_run_duration_s``: (run id, the error to end it with)."""
-    default = settings.WEFT["QUOTAS"]["MAX_RUN_DURATION_S"]
+    default = weft_settings.MAX_RUN_DURATION_S
     shortest = UserQuota.objects.aggregate(shortest=Min("max_run_duration_s"))["shortest"]
     shortest = min(default, shortest) if shortest is not None else default
     candidates = list(
