@@ -4,33 +4,26 @@ An operator sets them in the provider's ``metadata``::
 
     {"rate_limit": {"requests_per_minute": 60, "requests_per_second": 5, "max_wait_s": 2}}
 
-Each limit is a fixed window counted in Django's cache: with ``REDIS_URL`` that is Redis, whose
-``INCR`` is atomic, so N workers on N machines share one count; in embedded mode it is the
-in-process cache (one process, one count, under its lock). Before each model call the caller
-takes one request with :func:`provider_rate_limit_acquire`: when a window is full it waits for
-the window to end if that is at most ``max_wait_s`` away (default 0), otherwise it raises
-:class:`ProviderRateLimited`, a retryable engine error carrying ``retry_after``, so that the
-node's retry policy waits (without holding a worker thread) and tries again.
+Each limit is a window of :func:`config.rate_limits.rate_limit_hit` (Weft's one fixed-window
+counter, shared by every worker through Redis). This module adds what is a provider's: reading the
+limits from its metadata, taking a request from all of its windows at once, and waiting. Before
+each model call the caller takes one request with :func:`provider_rate_limit_acquire`: when a
+window is full it waits for the window to end if that is at most ``max_wait_s`` away (default 0),
+otherwise it raises :class:`ProviderRateLimited`, a retryable engine error carrying
+``retry_after``, so that the node's retry policy waits (without holding a worker thread) and tries
+again.
 
 The llm node and the agent node call it; so does a chat with an agent.
 """
 
 import asyncio
-import math
-import time
 from dataclasses import dataclass
 
-from django.core.cache import cache
-
-from workflows.engine.errors import RetryableError
+from config.rate_limits import rate_limit_hit
+from workflows.engine import RetryableError
 
 #: The windows a limit may be given for: metadata key -> window length in seconds.
 WINDOWS = {"requests_per_second": 1, "requests_per_minute": 60}
-
-
-def _now() -> float:
-    """The clock the windows are cut from (wall time: every worker must agree on it)."""
-    return time.time()
 
 
 class ProviderRateLimited(RetryableError):
@@ -61,22 +54,6 @@ def provider_rate_limit(metadata) -> RateLimit | None:
     return RateLimit(windows=tuple(windows), max_wait_s=max_wait_s)
 
 
-def _window_hit(*, key: str, limit: int, window_s: int, now: float) -> float | None:
-    """Count one request in the current window; None if it fits, else the seconds until the window ends."""
-    window = math.floor(now / window_s)
-    cache_key = f"weft:provider-rl:{key}:{window_s}:{window}"
-    cache.add(cache_key, 0, timeout=window_s + 5)
-    try:
-        count = cache.incr(cache_key)
-    except ValueError:
-        # The key expired between add and incr (a window long gone): start it again.
-        cache.add(cache_key, 1, timeout=window_s + 5)
-        count = 1
-    if count <= limit:
-        return None
-    return max((window + 1) * window_s - now, 0.001)
-
-
 def provider_rate_limit_hit(*, provider) -> float | None:
     """Take one request from every window of ``provider``'s limit: None if allowed, else seconds to wait.
 
@@ -85,12 +62,11 @@ def provider_rate_limit_hit(*, provider) -> float | None:
     limit = provider_rate_limit(provider.metadata)
     if limit is None:
         return None
-    now = _now()
-    waits = [
-        wait
+    decisions = [
+        rate_limit_hit(key=f"provider:{provider.pk}", limit=count, window_s=window_s)
         for count, window_s in limit.windows
-        if (wait := _window_hit(key=str(provider.pk), limit=count, window_s=window_s, now=now)) is not None
     ]
+    waits = [decision.resets_in for decision in decisions if not decision.allowed]
     return max(waits) if waits else None
 
 

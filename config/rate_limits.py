@@ -1,24 +1,74 @@
-"""Fixed-window counters through Django's cache: atomic across workers with Redis, in-process otherwise."""
+"""The one fixed-window counter of Weft: throttles, app API limits and provider limits all count here.
 
+A window is ``window_s`` seconds of wall time, cut the same way by every process
+(``floor(now / window_s)``), and its count is one key in Django's cache: with ``REDIS_URL`` that
+is Redis, whose ``INCR`` is atomic, so any number of workers on any number of machines share one
+count; without it, the local-memory cache (one process, one count, under its lock).
+
+A key can vanish between the ``add`` that creates it and the ``incr`` that counts: Redis evicts
+it under ``maxmemory``, the local-memory cache culls it when it holds ``MAX_ENTRIES`` keys.
+Django's ``incr`` then raises ``ValueError``; the window is started again instead, so the caller
+gets a decision, never a 500. What the evicted key had counted is lost: the limiter errs on
+allowing, it never refuses more than ``limit`` would.
+"""
+
+import logging
+import math
 import time
 from dataclasses import dataclass
 
 from django.core.cache import cache
 
+logger = logging.getLogger(__name__)
+
+#: The key is kept a little past its window, so that a late ``incr`` still finds it.
+KEY_GRACE_S = 5
+#: How often a vanished key is created again before the hit is let through uncounted.
+EVICTED_RETRIES = 3
+
+
+def _now() -> float:
+    """The clock the windows are cut from (wall time: every process must agree on it)."""
+    return time.time()
+
 
 @dataclass(frozen=True)
 class RateDecision:
     allowed: bool
-    retry_after: int
-    remaining: int
+    #: Hits counted in this window, this one included.
+    count: int
+    limit: int
+    #: Seconds until this window ends and a new count starts.
+    resets_in: float
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.count)
+
+    @property
+    def retry_after(self) -> int:
+        """Whole seconds for a ``Retry-After`` header: never 0, never before the window ends."""
+        return max(1, math.ceil(self.resets_in))
 
 
 def rate_limit_hit(*, key: str, limit: int, window_s: int = 60) -> RateDecision:
     """Count one hit against ``limit`` per ``window_s`` seconds for ``key``."""
-    now = time.time()
-    window = int(now // window_s)
-    cache_key = f"weft:rl:{key}:{window}"
-    cache.add(cache_key, 0, timeout=window_s + 5)
-    count = cache.incr(cache_key)
-    retry_after = max(1, int(window_s - (now % window_s)))
-    return RateDecision(allowed=count <= limit, retry_after=retry_after, remaining=max(0, limit - count))
+    now = _now()
+    window = math.floor(now / window_s)
+    count = _window_count(f"weft:rl:{key}:{window_s}:{window}", timeout=window_s + KEY_GRACE_S)
+    resets_in = max((window + 1) * window_s - now, 0.001)
+    return RateDecision(allowed=count <= limit, count=count, limit=limit, resets_in=resets_in)
+
+
+def _window_count(cache_key: str, *, timeout: int) -> int:
+    """Add one to the window's count and return it, creating the key again if it was evicted."""
+    for _ in range(EVICTED_RETRIES):
+        cache.add(cache_key, 0, timeout=timeout)
+        try:
+            return cache.incr(cache_key)
+        except ValueError:
+            continue  # evicted between add and incr: whoever adds it next starts the count again
+    logger.warning(
+        "Rate-limit key %s was evicted %s times in a row; the hit is not counted.", cache_key, EVICTED_RETRIES
+    )
+    return 1
