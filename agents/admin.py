@@ -6,15 +6,20 @@ from config.errors import InvalidInput
 
 from .models import Agent, LLMProvider, Message, Session, SessionWorkflow, Tool
 from .services import (
+    PROVIDER_FIELDS,
+    TOOL_FIELDS,
     agent_check_attachments,
+    provider_create,
     provider_delete,
-    provider_set_api_key,
-    tool_access_change_record,
+    provider_update,
     tool_approve,
     tool_config_check,
+    tool_create,
+    tool_delete,
     tool_headers_check,
     tool_parameters_check,
     tool_reject,
+    tool_update,
 )
 
 # --- LLM providers: the key goes in, never comes out ---------------------------------------------
@@ -63,12 +68,24 @@ class LLMProviderAdmin(admin.ModelAdmin):
     def has_api_key(self, provider: LLMProvider) -> bool:
         return bool(provider.api_key)
 
+    def get_readonly_fields(self, request, obj=None):
+        # A provider keeps its owner: its key is theirs (the API cannot move it either).
+        return ("owner", *self.readonly_fields) if obj is not None else self.readonly_fields
+
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
+        # Through the services, as the API: checked, and a key change audited.
+        fields = form.changed_data if change else form.cleaned_data
+        data = {name: form.cleaned_data[name] for name in fields if name in PROVIDER_FIELDS}
         if form.cleaned_data.get("clear_api_key"):
-            provider_set_api_key(provider=obj, actor=request.user, api_key="")
+            data["api_key"] = ""
         elif form.cleaned_data.get("new_api_key"):
-            provider_set_api_key(provider=obj, actor=request.user, api_key=form.cleaned_data["new_api_key"])
+            data["api_key"] = form.cleaned_data["new_api_key"]
+        if change:
+            saved = provider_update(provider=LLMProvider.objects.get(pk=obj.pk), actor=request.user, data=data)
+        else:
+            saved = provider_create(owner=form.cleaned_data["owner"], data=data, actor=request.user)
+        obj.pk = saved.pk
+        obj.refresh_from_db()
 
     def delete_model(self, request, obj):
         provider_delete(provider=obj, actor=request.user)
@@ -153,15 +170,31 @@ class ToolAdmin(admin.ModelAdmin):
     def header_names(self, tool: Tool) -> str:
         return ", ".join(sorted(tool.secret_headers or {})) or "-"
 
+    def get_readonly_fields(self, request, obj=None):
+        # A tool keeps its owner (the API cannot move it either); a new owner is a new tool.
+        return ("owner", *self.readonly_fields) if obj is not None else self.readonly_fields
+
     def save_model(self, request, obj, form, change):
-        before = Tool.objects.filter(pk=obj.pk).values("visibility", "status").first() if change else None
+        # Through the services, as the API: checked, a changed tool goes back to review, audited.
+        fields = form.changed_data if change else form.cleaned_data
+        data = {name: form.cleaned_data[name] for name in fields if name in TOOL_FIELDS}
         if form.cleaned_data.get("clear_headers"):
-            obj.secret_headers = {}
+            data["secret_headers"] = {}
         elif form.cleaned_data.get("new_headers"):
-            obj.secret_headers = form.cleaned_data["new_headers"]
-        super().save_model(request, obj, form, change)
-        if before is not None:
-            tool_access_change_record(tool=obj, actor=request.user, before=before)
+            data["secret_headers"] = form.cleaned_data["new_headers"]
+        if change:
+            saved = tool_update(tool=Tool.objects.get(pk=obj.pk), data=data, actor=request.user)
+        else:
+            saved = tool_create(owner=form.cleaned_data["owner"], data=data)
+        obj.pk = saved.pk
+        obj.refresh_from_db()
+
+    def delete_model(self, request, obj):
+        tool_delete(tool=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for tool in queryset:
+            tool_delete(tool=tool, actor=request.user)
 
     @admin.action(description="Approve selected tools", permissions=["change"])
     def approve_tools(self, request, queryset):

@@ -11,8 +11,7 @@ from jsonschema.exceptions import SchemaError
 
 from config.errors import Conflict, InvalidInput, NotFound
 from history.services import audit_log_record
-from workflows.engine.errors import EngineError
-from workflows.engine.net import guarded_client
+from workflows.engine import EngineError, guarded_client
 
 from .models import Agent, LLMProvider, Message, Session, SessionWorkflow, Tool
 from .selectors import tools_attachable_by_user
@@ -38,7 +37,8 @@ def _provider_record_key_change(*, provider: LLMProvider, actor) -> None:
     )
 
 
-def provider_create(*, owner, data: dict) -> LLMProvider:
+def provider_create(*, owner, data: dict, actor=None) -> LLMProvider:
+    """A provider of ``owner``'s; ``actor`` (the owner when None: an operator in the admin) is audited for its key."""
     _provider_name_check(owner=owner, name=data["name"])
     api_key = data.get("api_key", "")
     with transaction.atomic():
@@ -46,7 +46,7 @@ def provider_create(*, owner, data: dict) -> LLMProvider:
             owner=owner, api_key=api_key, **{name: data[name] for name in PROVIDER_FIELDS if name in data}
         )
         if api_key:
-            _provider_record_key_change(provider=provider, actor=owner)
+            _provider_record_key_change(provider=provider, actor=actor or owner)
     return provider
 
 

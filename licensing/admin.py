@@ -17,6 +17,7 @@ from .services import (
     app_delete,
     app_rotate_credentials,
     app_set_status,
+    app_update,
     license_grant,
     license_revoke,
     license_set_status,
@@ -83,12 +84,11 @@ class AppAdmin(admin.ModelAdmin):
             # Shown by response_add, on the page it answers with instead of the usual redirect.
             request._app_created_credentials = [{"app": obj, "secret": secret, "what": "Created"}]
             return
-        plain_changes = [name for name in form.changed_data if name != "status"]
-        if plain_changes:
-            obj.update_by = request.user
-            obj.save(update_fields=[*plain_changes, "update_by", "update_at"])
-        if "status" in form.changed_data:
-            app_set_status(app=obj, status=obj.status, actor=request.user)
+        # Through the service, as the API: who owns the app and how it may call are audited.
+        stored = App.objects.get(pk=obj.pk)
+        changes = {name: form.cleaned_data[name] for name in form.changed_data if name in _APP_EDITABLE_FIELDS}
+        app_update(app=stored, actor=request.user, **changes)
+        obj.refresh_from_db()
 
     def response_add(self, request: HttpRequest, obj: App, post_url_continue=None) -> HttpResponse:
         credentials = getattr(request, "_app_created_credentials", None)

@@ -97,6 +97,19 @@ def app_create(
     return app, api_secret
 
 
+#: What an operator may change of an app besides its descriptive fields: who owns it, and how it may
+#: call (audited as ``app.update``). Not through the builder's API.
+APP_ACCESS_FIELDS = (
+    "owner",
+    "is_tenant",
+    "source",
+    "actual_source",
+    "plat_release_auth",
+    "audit_policy",
+    "rate_limit_per_minute",
+)
+
+
 @transaction.atomic
 def app_update(
     *,
@@ -106,23 +119,46 @@ def app_update(
     alias_id: str | None = None,
     description: str | None = None,
     status: str | None = None,
+    **access,
 ) -> App:
-    """Change an app's descriptive fields; a status change goes through ``app_set_status``."""
+    """Change an app's descriptive fields, and (an operator) its ``APP_ACCESS_FIELDS``, audited.
+
+    A status change goes through ``app_set_status``.
+    """
+    unknown = set(access) - set(APP_ACCESS_FIELDS)
+    if unknown:
+        raise TypeError(f"app_update() got unexpected fields: {', '.join(sorted(unknown))}")
+    access = {field: value for field, value in access.items() if value is not None and getattr(app, field) != value}
     changes = {
         field: value
         for field, value in (("name", name), ("alias_id", alias_id), ("description", description))
         if value is not None
     }
+    changes.update(access)
     if changes:
+        before = {field: _audit_value(getattr(app, field)) for field in access}
         try:
             with transaction.atomic():
                 App.objects.filter(pk=app.pk).update(**changes, update_by=actor, update_at=timezone.now())
         except IntegrityError:
             raise _alias_id_conflict(alias_id) from None
+        if access:
+            audit_log_record(
+                actor=actor,
+                action="app.update",
+                target=app,
+                before=before,
+                after={field: _audit_value(value) for field, value in access.items()},
+            )
     if status is not None:
         app_set_status(app=app, status=status, actor=actor)
     app.refresh_from_db()
     return app
+
+
+def _audit_value(value):
+    """A field's value as an audit row keeps it: a related row by its key."""
+    return getattr(value, "pk", value)
 
 
 def _locked_app(app: App) -> App:

@@ -7,24 +7,35 @@ Member changes go through the services so that each writes its audit row.
 
 from django import forms
 from django.contrib import admin, messages
-from django.db import transaction
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
-from django.utils import timezone
-from django_celery_beat.models import PeriodicTask
 
 from config.errors import Conflict, InvalidInput, WeftError
 
-from .models import Edge, Flow, Node, Run, RunEvent, ScheduledWorkflow, Task, Workflow, WorkflowMember, WorkflowSnapshot
+from .models import (
+    Edge,
+    Node,
+    Run,
+    RunEvent,
+    ScheduledWorkflow,
+    Task,
+    Workflow,
+    WorkflowMember,
+    WorkflowSnapshot,
+    WorkflowVersion,
+)
+from .permissions import CAN_RUN
 from .schedules.services import (
     cron_check,
-    periodic_task_name,
+    schedule_create,
+    schedule_delete,
     schedule_pause,
-    schedule_periodic_task_sync,
     schedule_resume,
     schedule_run_now,
+    schedule_update,
     timezone_check,
 )
+from .selectors import workflow_role_for_user
 from .services import workflow_delete, workflow_member_remove, workflow_member_set
 
 
@@ -103,7 +114,7 @@ class WorkflowAdmin(admin.ModelAdmin):
     date_hierarchy = "updated_at"
 
     def delete_model(self, request: HttpRequest, obj: Workflow) -> None:
-        # Through the service: its audit row, its schedules' beat entries, no delete under a live run.
+        # Through the service: its audit row, no delete under a live run.
         try:
             workflow_delete(workflow=obj, user=request.user, as_operator=True)
         except Conflict as error:
@@ -135,7 +146,7 @@ class WorkflowAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{member.user}: {error.message}", level="error")
 
 
-@admin.register(Flow)
+@admin.register(WorkflowVersion)
 class FlowAdmin(RecordAdmin):
     list_display = ("workflow", "version", "name", "release_status", "create_by", "create_at")
     list_filter = ("release_status", "create_at")
@@ -220,7 +231,36 @@ class ScheduledWorkflowForm(forms.ModelForm):
         flow, workflow = cleaned.get("flow"), cleaned.get("workflow")
         if flow is not None and workflow is not None and flow.workflow_id != workflow.pk:
             self.add_error("flow", "This version belongs to another workflow.")
+        owner = cleaned.get("owner")
+        if (
+            owner is not None
+            and workflow is not None
+            and workflow_role_for_user(workflow=workflow, user=owner) not in CAN_RUN
+        ):
+            self.add_error("owner", "The schedule runs as its owner, who cannot run this workflow.")
         return cleaned
+
+
+#: The admin form's fields and the schedule services' arguments they are.
+_SCHEDULE_SERVICE_ARGUMENTS = {
+    "workflow": "workflow",
+    "owner": "owner",
+    "name": "name",
+    "cron_expression": "cron",
+    "timezone": "timezone_name",
+    "inputs": "inputs",
+    "max_retries": "max_retries",
+    "flow": "version",
+}
+
+
+def _schedule_service_values(cleaned: dict, *, fields: list[str] | None) -> dict:
+    """The schedule services' arguments from the admin form's ``fields`` (all of them when None)."""
+    names = _SCHEDULE_SERVICE_ARGUMENTS if fields is None else [f for f in fields if f in _SCHEDULE_SERVICE_ARGUMENTS]
+    values = {_SCHEDULE_SERVICE_ARGUMENTS[name]: cleaned[name] for name in names}
+    if "version" in values:
+        values["version"] = values["version"].version if values["version"] is not None else None
+    return values
 
 
 @admin.register(ScheduledWorkflow)
@@ -246,7 +286,8 @@ class ScheduledWorkflowAdmin(admin.ModelAdmin):
     readonly_fields = (
         "status",
         "pause_reason",
-        "periodic_task",
+        "effective_from",
+        "next_fire_at",
         "consecutive_failures",
         "last_execution_at",
         "last_execution_status",
@@ -257,22 +298,23 @@ class ScheduledWorkflowAdmin(admin.ModelAdmin):
     actions = ("pause_schedules", "resume_schedules", "run_schedules_now")
 
     def save_model(self, request: HttpRequest, obj: ScheduledWorkflow, form, change: bool) -> None:
-        timing = not change or bool({"workflow", "cron_expression", "timezone"} & set(form.changed_data))
-        with transaction.atomic():
-            super().save_model(request, obj, form, change)
-            schedule_periodic_task_sync(schedule=obj, effective_from=timezone.now() if timing else None)
+        # Through the services, as the API: checked, audited, and a new cron takes effect now.
+        values = _schedule_service_values(form.cleaned_data, fields=form.changed_data if change else None)
+        if change:
+            stored = ScheduledWorkflow.objects.select_related("workflow", "owner", "flow").get(pk=obj.pk)
+            saved = schedule_update(schedule=stored, user=request.user, as_operator=True, **values)
+        else:
+            saved = schedule_create(user=values.pop("owner"), actor=request.user, **values)
+        # The admin goes on with the instance its form built: make it the row the service saved.
+        obj.pk = saved.pk
+        obj.refresh_from_db()
 
     def delete_model(self, request: HttpRequest, obj: ScheduledWorkflow) -> None:
-        with transaction.atomic():
-            PeriodicTask.objects.filter(name=periodic_task_name(obj.pk)).delete()
-            super().delete_model(request, obj)
+        schedule_delete(schedule=obj, user=request.user, as_operator=True)
 
     def delete_queryset(self, request: HttpRequest, queryset) -> None:
-        with transaction.atomic():
-            PeriodicTask.objects.filter(
-                name__in=[periodic_task_name(pk) for pk in queryset.values_list("pk", flat=True)]
-            ).delete()
-            super().delete_queryset(request, queryset)
+        for schedule in queryset:
+            self.delete_model(request, schedule)
 
     @admin.action(description="Pause the selected schedules")
     def pause_schedules(self, request: HttpRequest, queryset) -> None:

@@ -3,6 +3,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from agents.models import Agent, LLMProvider, SessionWorkflow, Tool
+from agents.services import tool_approve
 from history.models import AuditLog
 from tests.agents.conftest import CANARY_KEY, admin_change, admin_changelist
 from tests.factories import (
@@ -208,3 +209,39 @@ def test_tool_pages_never_show_its_headers_and_the_form_sets_them(operator, user
     operator.post(admin_change(tool), tool_form(tool, clear_headers="on"))
     tool.refresh_from_db()
     assert tool.secret_headers == {}
+
+
+def test_a_tool_changed_in_the_admin_goes_back_to_review_as_through_the_api(operator, user, staff_user):
+    tool = ToolFactory(owner=user, endpoint="https://tools.example.com/a")
+    tool_approve(tool=tool, reviewer=staff_user)
+
+    response = operator.post(admin_change(tool), tool_form(tool, endpoint="https://tools.example.com/b"))
+
+    assert response.status_code == 302
+    tool.refresh_from_db()
+    assert (tool.endpoint, tool.status, tool.reviewer) == ("https://tools.example.com/b", "pending", None)
+    reset = AuditLog.objects.get(action="tool.review_reset")
+    assert (reset.actor, reset.before, reset.after) == (staff_user, {"status": "approved"}, {"status": "pending"})
+
+
+def test_tools_deleted_in_the_admin_are_audited_one_by_one(operator, user, staff_user):
+    tools = [ToolFactory(owner=user), ToolFactory(owner=user)]
+    operator.post(reverse("admin:agents_tool_delete", args=[tools[0].pk]), {"post": "yes"})
+    operator.post(
+        admin_changelist(Tool), {"action": "delete_selected", "_selected_action": [tools[1].pk], "post": "yes"}
+    )
+
+    assert not Tool.objects.exists()
+    deleted = AuditLog.objects.filter(action="tool.delete", actor=staff_user)
+    assert sorted(deleted.values_list("target_id", flat=True)) == sorted(str(tool.pk) for tool in tools)
+
+
+def test_a_provider_added_in_the_admin_is_its_owners_and_its_key_change_names_the_operator(operator, user, staff_user):
+    operator.post(reverse("admin:agents_llmprovider_add"), provider_form(user, new_api_key=CANARY_KEY))
+    provider = LLMProvider.objects.get(name="openai")
+
+    response = operator.post(admin_change(provider), provider_form(user, name="taken", owner=staff_user.pk))
+
+    assert response.status_code == 302
+    provider.refresh_from_db()
+    assert (provider.owner, provider.name) == (user, "taken")  # the owner is not the form's to change

@@ -212,3 +212,28 @@ def test_builders_cannot_reach_the_admin(client, user, canary_app):
     response = client.get(change(canary_app))
     assert response.status_code == 302
     assert CANARY_SECRET not in response.content.decode()
+
+
+def test_changing_who_owns_an_app_and_how_it_may_call_is_audited(operator, staff_user, canary_app, other_user):
+    form = {
+        "name": "Renamed",
+        "alias_id": canary_app.alias_id,
+        "description": "",
+        "owner": other_user.pk,
+        "status": canary_app.status,
+        "source": 0,
+        "actual_source": 0,
+        "plat_release_auth": 0,
+        "audit_policy": 0,
+        "rate_limit_per_minute": 7,
+    }
+    previous_owner, previous_limit = canary_app.owner_id, canary_app.rate_limit_per_minute
+
+    response = operator.post(change(canary_app), form)
+
+    assert response.status_code == 302
+    canary_app.refresh_from_db()
+    assert (canary_app.owner, canary_app.rate_limit_per_minute, canary_app.update_by) == (other_user, 7, staff_user)
+    row = AuditLog.objects.get(action="app.update", actor=staff_user)
+    assert row.before == {"owner": previous_owner, "rate_limit_per_minute": previous_limit}
+    assert row.after == {"owner": other_user.pk, "rate_limit_per_minute": 7}

@@ -5,6 +5,8 @@ import pytest
 from django.utils import timezone
 
 from tests.factories import SIMPLE_GRAPH
+from workflows.models import ScheduledWorkflow
+from workflows.schedules.selectors import schedule_tick_after
 from workflows.services import workflow_create
 
 #: A graph whose one working node always fails, and the run with it.
@@ -41,10 +43,12 @@ def embedded(settings):
 
 
 def in_effect_since(schedule, when) -> None:
-    """Pretend the schedule took effect at ``when`` (its beat entry's start_time)."""
-    task = schedule.periodic_task
-    task.start_time = when
-    task.save(update_fields=["start_time"])
+    """Pretend the schedule took effect at ``when``: from then on, its next tick is the first after ``when``."""
+    schedule.effective_from = when
+    schedule.next_fire_at = schedule_tick_after(schedule=schedule, moment=when)
+    ScheduledWorkflow.objects.filter(pk=schedule.pk).update(
+        effective_from=schedule.effective_from, next_fire_at=schedule.next_fire_at
+    )
 
 
 def an_hour_ago():

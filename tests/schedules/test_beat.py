@@ -1,96 +1,84 @@
-"""Each schedule has its django-celery-beat entry: created, changed and deleted with it."""
+"""Beat fires every schedule from one entry; a schedule keeps its own next tick, moved by its changes."""
 
-import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from tests.factories import UserFactory
-from workflows.models import ScheduledWorkflow
+from tests.schedules.conftest import in_effect_since
+from workflows.models import Run, ScheduledWorkflow
 from workflows.schedules.services import (
     schedule_create,
     schedule_delete,
-    schedule_fire,
     schedule_pause,
     schedule_resume,
     schedule_update,
+    schedules_fire_due,
 )
 from workflows.services import workflow_delete
 
 
-def test_creating_a_schedule_creates_its_beat_entry_in_its_time_zone(user, workflow):
+def test_beat_has_one_entry_for_all_schedules_at_the_tick_interval():
+    entries = [entry for entry in settings.CELERY_BEAT_SCHEDULE.values() if entry["task"].startswith("workflows.sch")]
+
+    assert {entry["task"] for entry in entries} == {"workflows.schedules_fire_due", "workflows.schedules_sync"}
+    fire = next(entry for entry in entries if entry["task"] == "workflows.schedules_fire_due")
+    assert fire["schedule"] == settings.WEFT["SCHEDULES"]["TICK_INTERVAL_S"]
+
+
+def test_a_schedule_has_no_beat_entry_of_its_own_and_its_next_tick_in_its_time_zone(user, workflow):
+    before = timezone.now()
     schedule = schedule_create(user=user, workflow=workflow, cron="30 8 * * 1-5", timezone_name="Europe/Paris")
 
-    task = PeriodicTask.objects.get()
-    schedule.refresh_from_db()
-    assert schedule.periodic_task == task
-    assert task.task == "workflows.schedule_fire"
-    assert json.loads(task.args) == [str(schedule.pk)]
-    assert task.enabled
-    cron = task.crontab
-    assert (cron.minute, cron.hour, cron.day_of_month, cron.month_of_year, cron.day_of_week) == (
-        "30",
-        "8",
-        "*",
-        "*",
-        "1-5",
-    )
-    assert cron.timezone == ZoneInfo("Europe/Paris")
+    assert not PeriodicTask.objects.filter(task__startswith="workflows.schedule").exists()
+    assert before <= schedule.effective_from <= timezone.now()
+    local = schedule.next_fire_at.astimezone(ZoneInfo("Europe/Paris"))
+    assert (local.hour, local.minute, local.weekday() < 5) == (8, 30, True)
+    assert schedule.effective_from < schedule.next_fire_at <= schedule.effective_from + timedelta(days=4)
 
 
-def test_changing_the_cron_changes_the_beat_entry(user, workflow):
+def test_a_new_cron_takes_effect_now_and_a_new_name_does_not(user, workflow):
     schedule = schedule_create(user=user, workflow=workflow, cron="0 * * * *")
-    first_start = PeriodicTask.objects.get().start_time
+    first_effect = schedule.effective_from
 
     schedule_update(schedule=schedule, user=user, cron="15 6 * * *", timezone_name="Asia/Tokyo")
 
-    task = PeriodicTask.objects.get()
-    assert (task.crontab.minute, task.crontab.hour, task.crontab.timezone) == ("15", "6", ZoneInfo("Asia/Tokyo"))
-    assert task.start_time > first_start
+    schedule.refresh_from_db()
+    assert schedule.effective_from > first_effect
+    local = schedule.next_fire_at.astimezone(ZoneInfo("Asia/Tokyo"))
+    assert (local.hour, local.minute) == (6, 15)
+    effect, next_fire_at = schedule.effective_from, schedule.next_fire_at
     schedule_update(schedule=schedule, user=user, name="renamed")
-    assert PeriodicTask.objects.get().start_time == task.start_time
+    schedule.refresh_from_db()
+    assert (schedule.effective_from, schedule.next_fire_at) == (effect, next_fire_at)
 
 
-def test_the_beat_entry_is_enabled_only_while_the_schedule_is_active(user, workflow):
-    schedule = schedule_create(user=user, workflow=workflow, cron="0 * * * *")
+def test_a_paused_schedule_is_not_due_and_resumes_from_now(user, workflow):
+    schedule = schedule_create(user=user, workflow=workflow, cron="* * * * *")
+    in_effect_since(schedule, datetime(2025, 1, 1, tzinfo=UTC))
 
     schedule_pause(schedule=schedule, user=user)
-    assert not PeriodicTask.objects.get().enabled
+    assert schedules_fire_due() == []
     schedule_resume(schedule=schedule, user=user)
-    assert PeriodicTask.objects.get().enabled
+
+    schedule.refresh_from_db()
+    assert schedule.next_fire_at > timezone.now() - timedelta(seconds=1)  # the ticks missed while paused: gone
+    assert schedules_fire_due() == []
+    assert not Run.objects.exists()
 
 
-def test_deleting_the_schedule_deletes_its_beat_entry(user, workflow):
+def test_deleting_the_schedule_or_its_workflow_deletes_it(user, workflow):
     schedule = schedule_create(user=user, workflow=workflow, cron="0 * * * *")
-
     schedule_delete(schedule=schedule, user=user)
-
     assert not ScheduledWorkflow.objects.exists()
-    assert not PeriodicTask.objects.filter(task="workflows.schedule_fire").exists()
 
-
-def test_deleting_the_workflow_deletes_the_beat_entries(user, workflow):
     schedule_create(user=user, workflow=workflow, cron="0 * * * *")
-    schedule_create(user=user, workflow=workflow, cron="30 * * * *")
-
     workflow_delete(workflow=workflow, user=user)
-
-    assert not PeriodicTask.objects.filter(task="workflows.schedule_fire").exists()
-
-
-def test_a_beat_entry_whose_schedule_is_gone_removes_itself(workflow):
-    owner = UserFactory()
-    schedule = schedule_create(user=workflow.owner, workflow=workflow, cron="0 * * * *")
-    schedule_id = schedule.pk
-    # Deleted behind the services' back (the owner's account removed with a cascade, say).
-    ScheduledWorkflow.objects.filter(pk=schedule_id).update(owner=owner)
-    owner.delete()
-
-    assert schedule_fire(schedule_id=schedule_id) is None
-    assert not PeriodicTask.objects.filter(task="workflows.schedule_fire").exists()
+    assert not ScheduledWorkflow.objects.exists()
 
 
 def test_the_celery_app_knows_the_schedule_tasks():
@@ -103,4 +91,4 @@ def test_the_celery_app_knows_the_schedule_tasks():
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=settings.BASE_DIR, env=env, check=True
     )
-    assert result.stdout.split("\n")[-2] == "['workflows.schedule_fire', 'workflows.schedules_sync']"
+    assert result.stdout.split("\n")[-2] == "['workflows.schedules_fire_due', 'workflows.schedules_sync']"

@@ -31,7 +31,7 @@ def test_one_turn_fires_a_due_schedule_once(user, workflow):
 
 
 def test_the_ticker_thread_fires_due_schedules_and_runs_them(user, workflow, settings):
-    settings.WEFT = {**settings.WEFT, "SCHEDULES": {"EMBEDDED_INTERVAL_S": 0.1}}
+    settings.WEFT = {**settings.WEFT, "SCHEDULES": {"TICK_INTERVAL_S": 0.1}}
     schedule = schedule_create(user=user, workflow=workflow, cron=this_minute_hourly(), inputs={"city": "Oslo"})
     in_effect_since(schedule, an_hour_ago())
     ticker = ScheduleTicker()

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import connection
 
-from tests.factories import FlowFactory
+from tests.factories import WorkflowVersionFactory
 from tests.schedules.conftest import in_effect_since
 from workflows.models import Run, RunTrigger
 from workflows.releases.services import workflow_publish
@@ -71,7 +71,11 @@ def test_a_tick_missed_for_longer_than_the_grace_is_not_replayed(daily, settings
     settings.WEFT = {**settings.WEFT, "SCHEDULES": {"MISFIRE_GRACE_S": 120}}
 
     assert schedule_fire(schedule_id=daily.pk, now=SUMMER_MORNING + timedelta(minutes=2)) is None
-    assert schedule_fire(schedule_id=daily.pk, now=SUMMER_MORNING) is not None
+    assert not Run.objects.exists()
+    # Skipped, not postponed: the next tick fires, the next day.
+    assert schedule_fire(schedule_id=daily.pk, now=SUMMER_MORNING + timedelta(days=1)) is not None
+    in_effect_since(daily, LONG_AGO)
+    assert schedule_fire(schedule_id=daily.pk, now=SUMMER_MORNING) is not None  # within the grace it fires
 
 
 def test_a_paused_schedule_does_not_fire(daily, user):
@@ -92,7 +96,7 @@ def test_without_a_release_the_draft_runs(daily):
 def test_the_latest_version_released_on_the_api_runs(daily, workflow, user):
     workflow_publish(workflow=workflow, version="1.0.0", user=user)
     latest = workflow_publish(workflow=workflow, version="1.1.0", user=user)
-    FlowFactory(workflow=workflow, version_major=2, release_status=0)  # published but released nowhere
+    WorkflowVersionFactory(workflow=workflow, version_major=2, release_status=0)  # published but released nowhere
 
     run = schedule_fire(schedule_id=daily.pk, now=SUMMER_MORNING)
 
@@ -153,3 +157,39 @@ def test_two_beats_firing_the_same_tick_at_once_make_one_run(user, workflow, set
     assert errors == []
     assert len([run for run in results if run is not None]) == 1
     assert Run.objects.filter(schedule=schedule).count() == 1
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_two_tickers_fire_every_tick_of_every_schedule_once(user, workflow, settings):
+    """Two tickers (beat and an embedded server, or two beats) turn at the same moments over three minutes."""
+    settings.EMBEDDED = True
+    schedules = [schedule_create(user=user, workflow=workflow, cron="* * * * *") for _ in range(8)]
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=3)
+    for schedule in schedules:
+        in_effect_since(schedule, start - timedelta(seconds=1))
+    turns = [start + timedelta(minutes=minute, seconds=second) for minute in range(3) for second in (1, 20)]
+    fired = {"a": [], "b": []}
+    errors = []
+
+    def ticker(name: str, barrier: threading.Barrier):
+        try:
+            for now in turns:
+                barrier.wait(timeout=30)
+                fired[name].extend(schedules_fire_due(now=now))
+        except Exception as error:  # surfaced by the assertion below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    barrier = threading.Barrier(2)
+    threads = [threading.Thread(target=ticker, args=(name, barrier)) for name in fired]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert errors == []
+    runs = Run.objects.filter(schedule__in=schedules)
+    assert runs.count() == len(schedules) * 3 == len(fired["a"]) + len(fired["b"])
+    assert runs.values("schedule", "scheduled_tick").distinct().count() == runs.count()

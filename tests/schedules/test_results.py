@@ -4,7 +4,6 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from django_celery_beat.models import PeriodicTask
 
 from history.models import AuditLog
 from tests.schedules.conftest import an_hour_ago, in_effect_since
@@ -60,7 +59,7 @@ def test_after_max_retries_failures_the_schedule_pauses_itself(user, failing_wor
     assert schedule.status == "paused"
     assert schedule.consecutive_failures == 3
     assert "3 consecutive failed runs" in schedule.pause_reason
-    assert not PeriodicTask.objects.get(pk=schedule.periodic_task_id).enabled
+    assert schedules_fire_due(now=minutes(-1)) == []  # paused: not due any more
     audit = AuditLog.objects.get(action="schedule.auto_pause")
     assert (audit.actor, audit.actor_repr, audit.target_id) == (None, "system", str(schedule.pk))
     assert audit.after["status"] == "paused"

@@ -1,8 +1,8 @@
-"""Embedded mode (no Redis, no beat): a daemon thread fires due ticks every EMBEDDED_INTERVAL_S.
+"""Embedded mode (no Redis, no beat): a daemon thread fires due ticks every TICK_INTERVAL_S.
 
-It goes through the same services as beat's task: the (schedule, tick) key makes a tick fire
-once even if a beat runs against the same database too. ``config/asgi.py`` starts it with the
-embedded engine.
+It calls the service beat's entry calls, ``schedules_fire_due``, which claims each tick in the
+database: a tick fires once even if a beat, or another server, ticks against the same database
+too. ``config/asgi.py`` starts it with the embedded engine.
 """
 
 import logging
@@ -11,7 +11,9 @@ import threading
 from django.db import close_old_connections
 from django.utils import timezone
 
-from .selectors import schedule_setting
+from config.conf import weft_settings
+
+from .services import schedules_fire_due, schedules_results_sync
 
 logger = logging.getLogger(__name__)
 
@@ -39,16 +41,16 @@ class ScheduleTicker:
     def _serve(self) -> None:
         while True:
             tick_once()
-            if self._stop.wait(schedule_setting("EMBEDDED_INTERVAL_S")):
+            if self._stop.wait(weft_settings.TICK_INTERVAL_S):
                 return
 
 
 def tick_once() -> None:
-    """Fire what is due now; a failure is logged and tried again on the next turn."""
-    from .services import schedules_fire_due
-
+    """Fire what is due now and record results; a failure is logged and tried again on the next turn."""
     try:
-        schedules_fire_due(now=timezone.now())
+        now = timezone.now()
+        schedules_fire_due(now=now)
+        schedules_results_sync(now=now)
     except Exception:
         logger.exception("Firing due schedules failed; trying again on the next turn.")
     finally:

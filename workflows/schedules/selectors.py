@@ -1,29 +1,19 @@
-"""Reads about schedules: when a tick is due, which version it runs."""
+"""Reads about schedules: when a tick is due, which version it runs.
+
+croniter is the one cron parser: ``cron_check`` validates with it, and every tick is computed
+with it. The tunables are ``MISFIRE_GRACE_S``, ``TICK_INTERVAL_S`` and ``RESULTS_LOOKBACK_S``
+(config/conf.py).
+"""
 
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
-from django.conf import settings
 from django.db.models import Q, QuerySet
 
-from workflows.models import Flow, ReleaseChannel, Run, RunStatus, ScheduledWorkflow
+from config.conf import weft_settings
+from workflows.models import ReleaseChannel, Run, RunStatus, ScheduledWorkflow, WorkflowVersion
 from workflows.releases.selectors import flow_latest_released
-
-DEFAULTS = {
-    # A tick older than this is not fired any more (a beat message stuck in the queue, a server
-    # that was down): schedules do not replay what they missed.
-    "MISFIRE_GRACE_S": 300.0,
-    # Embedded mode: how often the in-process loop fires due ticks and records results.
-    "EMBEDDED_INTERVAL_S": 20.0,
-    # Results are recomputed for schedules whose runs started or finished this recently.
-    "RESULTS_LOOKBACK_S": 3600.0,
-}
-
-
-def schedule_setting(name: str):
-    """A schedules tunable: ``settings.WEFT["SCHEDULES"][name]`` over DEFAULTS."""
-    return getattr(settings, "WEFT", {}).get("SCHEDULES", {}).get(name, DEFAULTS[name])
 
 
 def cron_iter(*, expression: str, start: datetime) -> croniter:
@@ -43,28 +33,23 @@ def schedule_tick_latest(*, schedule: ScheduledWorkflow, now: datetime) -> datet
     return tick.astimezone(UTC)
 
 
-def schedule_in_effect_since(*, schedule: ScheduledWorkflow) -> datetime:
-    """When the schedule last took effect: created, resumed, or its cron or time zone changed.
-
-    Kept in its PeriodicTask's ``start_time``, which beat honours too; ticks before it are not fired.
-    """
-    task = schedule.periodic_task if schedule.periodic_task_id else None
-    if task is not None and task.start_time is not None:
-        return task.start_time
-    return schedule.created_at
+def schedule_tick_after(*, schedule: ScheduledWorkflow, moment: datetime) -> datetime:
+    """The cron's first fire time strictly after ``moment``, in the schedule's time zone, as UTC."""
+    local = moment.astimezone(ZoneInfo(schedule.timezone))
+    return cron_iter(expression=schedule.cron_expression, start=local).get_next(datetime).astimezone(UTC)
 
 
 def schedule_tick_due(*, schedule: ScheduledWorkflow, now: datetime) -> datetime | None:
     """The tick to fire now, or None: the latest tick, if it is recent and the schedule was in effect."""
     tick = schedule_tick_latest(schedule=schedule, now=now)
-    if tick < schedule_in_effect_since(schedule=schedule):
+    if tick < schedule.effective_from:
         return None
-    if now - tick > timedelta(seconds=schedule_setting("MISFIRE_GRACE_S")):
+    if now - tick > timedelta(seconds=weft_settings.MISFIRE_GRACE_S):
         return None
     return tick
 
 
-def schedule_flow_to_run(*, schedule: ScheduledWorkflow) -> Flow | None:
+def schedule_flow_to_run(*, schedule: ScheduledWorkflow) -> WorkflowVersion | None:
     """The version a schedule runs: the pinned one, else the latest released on the API channel.
 
     None means the draft: a workflow never released can be scheduled, as it can be run by hand.
@@ -74,19 +59,20 @@ def schedule_flow_to_run(*, schedule: ScheduledWorkflow) -> Flow | None:
     return flow_latest_released(workflow_id=schedule.workflow_id, channel=ReleaseChannel.API)
 
 
-def schedules_active() -> QuerySet[ScheduledWorkflow]:
-    return ScheduledWorkflow.objects.filter(status=ScheduledWorkflow.Status.ACTIVE).select_related(
-        "workflow", "owner", "flow", "periodic_task"
+def schedules_due(*, now: datetime) -> QuerySet[ScheduledWorkflow]:
+    """Active schedules whose next tick has come (one indexed range read, whatever their number)."""
+    return ScheduledWorkflow.objects.filter(status=ScheduledWorkflow.Status.ACTIVE, next_fire_at__lte=now).order_by(
+        "next_fire_at"
     )
 
 
 def schedules_with_recent_runs(*, now: datetime) -> QuerySet[ScheduledWorkflow]:
     """Schedules whose results may have changed: a run started or ended lately, or one still running."""
-    since = now - timedelta(seconds=schedule_setting("RESULTS_LOOKBACK_S"))
+    since = now - timedelta(seconds=weft_settings.RESULTS_LOOKBACK_S)
     recent = Run.objects.filter(Q(created_at__gte=since) | Q(finished_at__gte=since), schedule__isnull=False)
     return ScheduledWorkflow.objects.filter(
         Q(pk__in=recent.values("schedule_id")) | Q(last_execution_status=ScheduledWorkflow.ExecutionStatus.RUNNING)
-    ).select_related("periodic_task")
+    )
 
 
 def schedule_runs_counted(*, schedule: ScheduledWorkflow) -> QuerySet[Run]:

@@ -1,9 +1,13 @@
-"""Writes to schedules: create/change/delete (with their beat PeriodicTask), fire ticks, keep results.
+"""Writes to schedules: create/change/delete, fire ticks, keep results. The API and the admin both call these.
 
-Exactly once per tick: a tick is the cron's latest fire time at or before now, in the schedule's
-time zone, stored in UTC on the run (``Run.scheduled_tick``). The unique (schedule, scheduled_tick)
-constraint turns a second firing — a second beat started by mistake, the embedded loop, a
-redelivered task — into a no-op, whichever process gets there first.
+One firing path: :func:`schedules_fire_due`, which beat's one ``workflows.schedules_fire_due``
+entry and the embedded ticker both call every ``TICK_INTERVAL_S``. A tick is the cron's latest
+fire time at or before now, in the schedule's time zone, stored in UTC on the run
+(``Run.scheduled_tick``). Each schedule keeps its ``next_fire_at``; a turn claims a due schedule
+by moving it forward, from the value it read to the first tick after now, in the transaction that
+starts the run: of two turns (two beats, beat and an embedded server, a redelivered task) one
+moves it and fires, the other finds it moved and does nothing. The unique (schedule,
+scheduled_tick) constraint stays behind it as a second guard.
 
 Which version runs: the pinned ``flow``, else the latest released on the API channel, else the
 draft (see ``selectors.schedule_flow_to_run``). A tick whose run cannot start (invalid graph,
@@ -17,23 +21,20 @@ layer; the results follow on the next ``schedules_results_sync`` (the fire task,
 loop and the ``workflows.schedules_sync`` beat task call it).
 """
 
-import json
 import logging
+import re
 from datetime import datetime
 from functools import cache
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import available_timezones
 
-from celery.schedules import ParseException, crontab
 from croniter import CroniterBadDateError, croniter
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from config.errors import Forbidden, InvalidInput, NotFound, RateLimited
 from history.services import audit_log_record
 from workflows.execution.services import run_start
 from workflows.models import (
-    Flow,
     Run,
     RunEvent,
     RunStatus,
@@ -42,6 +43,7 @@ from workflows.models import (
     ScheduledWorkflowExecutionStatus,
     ScheduledWorkflowStatus,
     Workflow,
+    WorkflowVersion,
 )
 from workflows.permissions import CAN_RUN
 from workflows.selectors import schedule_can_change, workflow_graph, workflow_role_for_user
@@ -50,17 +52,20 @@ from workflows.services import json_has_nul
 from .selectors import (
     cron_iter,
     schedule_flow_to_run,
-    schedule_in_effect_since,
     schedule_runs_counted,
+    schedule_tick_after,
     schedule_tick_due,
-    schedules_active,
+    schedules_due,
     schedules_with_recent_runs,
 )
 
 logger = logging.getLogger(__name__)
 
-FIRE_TASK = "workflows.schedule_fire"
-CRON_FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+#: One field of a five-field cron: lists of ``*``, numbers or three-letter names, ranges and steps.
+#: No extensions (``L``, ``W``, ``#``, ``?``, ``H``): a schedule reads the same in any cron tool.
+CRON_FIELD = re.compile(
+    r"(\*|(\d+|[A-Za-z]{3})(-(\d+|[A-Za-z]{3}))?)(/\d+)?(,(\*|(\d+|[A-Za-z]{3})(-(\d+|[A-Za-z]{3}))?)(/\d+)?)*"
+)
 EXECUTION_STATUS = {
     RunStatus.PENDING: ScheduledWorkflowExecutionStatus.RUNNING,
     RunStatus.RUNNING: ScheduledWorkflowExecutionStatus.RUNNING,
@@ -82,7 +87,7 @@ def _short(value) -> str:
 
 
 def cron_check(expression: str) -> str:
-    """A five-field cron expression that both beat and croniter read alike and that fires; normalised.
+    """A five-field cron expression that croniter (the one parser) reads and that fires; normalised.
 
     Else InvalidInput on ``cron``.
     """
@@ -92,20 +97,11 @@ def cron_check(expression: str) -> str:
             "Use five fields: minute hour day-of-month month day-of-week (e.g. '*/5 * * * *').", field="cron"
         )
     normalised = " ".join(fields)
-    if not croniter.is_valid(normalised):
-        raise InvalidInput(f"Not a valid cron expression: {_short(normalised)}.", field="cron")
-    parts = dict(zip(CRON_FIELDS, fields, strict=True))
-    for name, value in parts.items():
-        limit = CrontabSchedule._meta.get_field(name).max_length
-        if len(value) > limit:
-            raise InvalidInput(f"The {name.replace('_', '-')} field is longer than {limit} characters.", field="cron")
-    try:
-        crontab(**parts)
-    except (ValueError, ParseException) as error:
+    if not all(CRON_FIELD.fullmatch(field) for field in fields) or not croniter.is_valid(normalised):
         raise InvalidInput(
-            f"Not a cron expression the scheduler reads: {_short(error)} (days of the week are 0-6 or sun-sat).",
+            f"Not a valid cron expression: {_short(normalised)} (numbers, names, *, ranges, lists and steps).",
             field="cron",
-        ) from None
+        )
     try:
         cron_iter(expression=normalised, start=timezone.now()).get_next()
     except CroniterBadDateError:
@@ -126,10 +122,10 @@ def _inputs_check(inputs) -> None:
         raise InvalidInput("Must not contain NUL characters.", field="inputs")
 
 
-def _flow_for_version(*, workflow: Workflow, version: str | None) -> Flow | None:
+def _flow_for_version(*, workflow: Workflow, version: str | None) -> WorkflowVersion | None:
     if version is None:
         return None
-    flow = Flow.objects.filter(workflow=workflow, version=version).first()
+    flow = WorkflowVersion.objects.filter(workflow=workflow, version=version).first()
     if flow is None:
         raise InvalidInput(f"The workflow has no version {_short(version)}.", field="version")
     return flow
@@ -148,45 +144,25 @@ def _require_change(*, schedule: ScheduledWorkflow, user, as_operator: bool) -> 
         raise Forbidden("Only whoever made this schedule or the workflow's owner may change it.")
 
 
-# --- The beat entry ----------------------------------------------------------------------------
-def periodic_task_name(schedule_id) -> str:
-    return f"weft-schedule-{schedule_id}"
+# --- Taking effect ------------------------------------------------------------------------------
+def _schedule_take_effect(schedule: ScheduledWorkflow) -> None:
+    """From now on: ticks before now do not fire, and the next one does (creation, resume, a new cron)."""
+    schedule.effective_from = timezone.now()
+    schedule.next_fire_at = schedule_tick_after(schedule=schedule, moment=schedule.effective_from)
 
 
-def schedule_periodic_task_sync(*, schedule: ScheduledWorkflow, effective_from: datetime | None = None) -> PeriodicTask:
-    """Create or update the schedule's beat entry: its cron in its time zone, enabled iff active.
-
-    ``effective_from`` (creation, resume, a new cron) becomes the entry's ``start_time``: neither
-    beat nor the embedded loop fires a tick before it. Call inside the schedule's transaction.
-    """
-    parts = dict(zip(CRON_FIELDS, schedule.cron_expression.split(), strict=True))
-    zone = ZoneInfo(schedule.timezone)
-    cron = CrontabSchedule.objects.filter(**parts, timezone=zone).order_by("pk").first()
-    if cron is None:
-        cron = CrontabSchedule.objects.create(**parts, timezone=zone)
-    task = None
-    if schedule.periodic_task_id is not None:
-        task = PeriodicTask.objects.select_for_update().filter(pk=schedule.periodic_task_id).first()
-    if task is None:
-        task = PeriodicTask.objects.filter(name=periodic_task_name(schedule.pk)).first() or PeriodicTask(
-            name=periodic_task_name(schedule.pk), start_time=effective_from or schedule.created_at
-        )
-    task.task = FIRE_TASK
-    task.crontab = cron
-    task.interval = task.solar = task.clocked = None
-    task.args = json.dumps([str(schedule.pk)])
-    task.kwargs = "{}"
-    task.one_off = False
-    task.enabled = schedule.status == ScheduledWorkflowStatus.ACTIVE
-    task.description = f"Fires schedule {schedule.pk} of workflow {schedule.workflow_id}."
-    if effective_from is not None:
-        task.start_time = effective_from
-        task.last_run_at = None
-    task.save()
-    if schedule.periodic_task_id != task.pk:
-        schedule.periodic_task = task
-        ScheduledWorkflow.objects.filter(pk=schedule.pk).update(periodic_task=task)
-    return task
+def _schedule_audit_values(schedule: ScheduledWorkflow) -> dict:
+    """What a schedule's audit row shows of it: what runs, when, as whom (never its inputs' values)."""
+    return {
+        "workflow": str(schedule.workflow_id),
+        "owner": schedule.owner_id,
+        "version": schedule.flow.version if schedule.flow_id is not None else None,
+        "name": schedule.name,
+        "cron": schedule.cron_expression,
+        "timezone": schedule.timezone,
+        "max_retries": schedule.max_retries,
+        "status": schedule.status,
+    }
 
 
 # --- Create, change, delete --------------------------------------------------------------------
@@ -200,8 +176,13 @@ def schedule_create(
     inputs: dict | None = None,
     max_retries: int = 3,
     version: str | None = None,
+    actor=None,
 ) -> ScheduledWorkflow:
-    """Schedule runs of a workflow the user can run (of ``version``, or of the latest release)."""
+    """Schedule runs of a workflow the user can run (of ``version``, or of the latest release), as ``user``.
+
+    ``actor`` is who made it when that is not the user: an operator in the admin, who makes a
+    schedule that runs as its owner (``user``); the audit row names them.
+    """
     _require_run_role(workflow=workflow, user=user)
     _inputs_check(inputs)
     schedule = ScheduledWorkflow(
@@ -214,10 +195,13 @@ def schedule_create(
         inputs=inputs or {},
         max_retries=max_retries,
     )
-    schedule.full_clean(exclude=["workflow", "owner", "flow", "periodic_task"], validate_constraints=False)
+    schedule.full_clean(exclude=["workflow", "owner", "flow"], validate_constraints=False)
+    _schedule_take_effect(schedule)
     with transaction.atomic():
         schedule.save()
-        schedule_periodic_task_sync(schedule=schedule, effective_from=timezone.now())
+        audit_log_record(
+            actor=actor or user, action="schedule.create", target=schedule, after=_schedule_audit_values(schedule)
+        )
     return schedule
 
 
@@ -226,22 +210,32 @@ def schedule_update(
     schedule: ScheduledWorkflow,
     user,
     workflow: Workflow = _UNSET,
+    owner=_UNSET,
     cron: str = _UNSET,
     timezone_name: str = _UNSET,
     name: str = _UNSET,
     inputs: dict = _UNSET,
     max_retries: int = _UNSET,
     version: str | None = _UNSET,
+    as_operator: bool = False,
 ) -> ScheduledWorkflow:
-    """Change the given fields of a schedule; its maker or the workflow's owner may do it.
+    """Change the given fields of a schedule; its maker or the workflow's owner may do it, or an operator.
 
     A new workflow, cron or time zone takes effect now: ticks before the change are not fired.
+    Only an operator (``as_operator``) gives a schedule another ``owner``, who must be able to run
+    its workflow: the schedule runs as them.
     """
-    _require_change(schedule=schedule, user=user, as_operator=False)
+    _require_change(schedule=schedule, user=user, as_operator=as_operator)
     changes = {}
+    if owner is not _UNSET and owner != schedule.owner:
+        if not as_operator:
+            raise Forbidden("Only an operator may give a schedule another owner.")
+        changes["owner"] = owner
+    runs_as = changes.get("owner", user if not as_operator else schedule.owner)
     if workflow is not _UNSET:
-        _require_run_role(workflow=workflow, user=user)
         changes["workflow"] = workflow
+    if {"workflow", "owner"} & set(changes):
+        _require_run_role(workflow=changes.get("workflow", schedule.workflow), user=runs_as)
     if cron is not _UNSET:
         changes["cron_expression"] = cron_check(cron)
     if timezone_name is not _UNSET:
@@ -255,22 +249,34 @@ def schedule_update(
     for field, value in (("name", name), ("inputs", inputs), ("max_retries", max_retries)):
         if value is not _UNSET:
             changes[field] = value
-    timing = {"workflow", "cron_expression", "timezone"} & {
-        field for field, value in changes.items() if getattr(schedule, field) != value
-    }
+    changes = {field: value for field, value in changes.items() if getattr(schedule, field) != value}
+    if not changes:
+        return schedule
+    before = _schedule_audit_values(schedule)
     for field, value in changes.items():
         setattr(schedule, field, value)
-    schedule.full_clean(exclude=["workflow", "owner", "flow", "periodic_task"], validate_constraints=False)
+    schedule.full_clean(exclude=["workflow", "owner", "flow"], validate_constraints=False)
+    fields = [*changes, "updated_at"]
+    if {"workflow", "cron_expression", "timezone"} & set(changes):
+        _schedule_take_effect(schedule)
+        fields += ["effective_from", "next_fire_at"]
     with transaction.atomic():
-        schedule.save(update_fields=[*changes, "updated_at"])
-        schedule_periodic_task_sync(schedule=schedule, effective_from=timezone.now() if timing else None)
+        schedule.save(update_fields=fields)
+        audit_log_record(
+            actor=user,
+            action="schedule.update",
+            target=schedule,
+            before=before,
+            after=_schedule_audit_values(schedule),
+            payload={"changed": sorted(changes)},
+        )
     return schedule
 
 
-def schedule_delete(*, schedule: ScheduledWorkflow, user) -> None:
-    _require_change(schedule=schedule, user=user, as_operator=False)
+def schedule_delete(*, schedule: ScheduledWorkflow, user, as_operator: bool = False) -> None:
+    _require_change(schedule=schedule, user=user, as_operator=as_operator)
     with transaction.atomic():
-        PeriodicTask.objects.filter(name=periodic_task_name(schedule.pk)).delete()
+        audit_log_record(actor=user, action="schedule.delete", target=schedule, before=_schedule_audit_values(schedule))
         schedule.delete()
 
 
@@ -287,7 +293,6 @@ def schedule_pause(
             locked.status = ScheduledWorkflowStatus.PAUSED
             locked.pause_reason = reason
             locked.save(update_fields=["status", "pause_reason", "updated_at"])
-            schedule_periodic_task_sync(schedule=locked)
             audit_log_record(
                 actor=user,
                 action="schedule.pause",
@@ -309,8 +314,17 @@ def schedule_resume(*, schedule: ScheduledWorkflow, user, as_operator: bool = Fa
             locked.status = ScheduledWorkflowStatus.ACTIVE
             locked.pause_reason = ""
             locked.consecutive_failures = 0
-            locked.save(update_fields=["status", "pause_reason", "consecutive_failures", "updated_at"])
-            schedule_periodic_task_sync(schedule=locked, effective_from=timezone.now())
+            _schedule_take_effect(locked)
+            locked.save(
+                update_fields=[
+                    "status",
+                    "pause_reason",
+                    "consecutive_failures",
+                    "effective_from",
+                    "next_fire_at",
+                    "updated_at",
+                ]
+            )
             audit_log_record(
                 actor=user, action="schedule.resume", target=locked, before=before, after={"status": locked.status}
             )
@@ -332,37 +346,58 @@ def schedule_run_now(*, schedule: ScheduledWorkflow, user) -> Run:
 
 
 # --- Firing ticks ------------------------------------------------------------------------------
-def schedule_fire(*, schedule_id, now: datetime | None = None) -> Run | None:
-    """Fire the schedule's due tick (beat calls this); None if nothing was due or it already fired.
+def schedules_fire_due(*, now: datetime | None = None) -> list[Run]:
+    """Fire every active schedule whose next tick has come, once (beat's entry and the embedded ticker call it)."""
+    now = now or timezone.now()
+    due = list(schedules_due(now=now).values_list("pk", flat=True))
+    return [run for schedule_id in due if (run := schedule_fire(schedule_id=schedule_id, now=now))]
 
-    A beat entry whose schedule is gone (deleted with its workflow or owner) is removed.
+
+def schedule_fire(*, schedule_id, now: datetime | None = None) -> Run | None:
+    """Claim the schedule's due tick and fire it; None if nothing was due or another process claimed it.
+
+    Its results are recorded first, so that a schedule over its failure limit pauses instead.
     """
     now = now or timezone.now()
-    schedule = (
-        ScheduledWorkflow.objects.select_related("workflow", "owner", "flow", "periodic_task")
-        .filter(pk=schedule_id)
-        .first()
-    )
+    schedule = ScheduledWorkflow.objects.select_related("workflow", "owner", "flow").filter(pk=schedule_id).first()
     if schedule is None:
-        PeriodicTask.objects.filter(name=periodic_task_name(schedule_id)).delete()
         return None
     schedule_results_sync(schedule=schedule, now=now)
-    return _schedule_fire_due(schedule=schedule, now=now)
-
-
-def schedules_fire_due(*, now: datetime | None = None) -> list[Run]:
-    """Record results, then fire every active schedule's latest due tick not fired yet (idempotent)."""
-    now = now or timezone.now()
-    schedules_results_sync(now=now)
-    return [run for schedule in schedules_active() if (run := _schedule_fire_due(schedule=schedule, now=now))]
-
-
-def _schedule_fire_due(*, schedule: ScheduledWorkflow, now: datetime) -> Run | None:
-    if schedule.status != ScheduledWorkflowStatus.ACTIVE:
+    if (
+        schedule.status != ScheduledWorkflowStatus.ACTIVE
+        or schedule.next_fire_at is None
+        or schedule.next_fire_at > now
+    ):
         return None
-    tick = schedule_tick_due(schedule=schedule, now=now)
-    if tick is None or Run.objects.filter(schedule=schedule, scheduled_tick=tick).exists():
-        return None
+    with transaction.atomic():
+        if not _schedule_claim(schedule=schedule, now=now):
+            return None  # another process claimed this tick first
+        tick = schedule_tick_due(schedule=schedule, now=now)
+        if tick is None:
+            return None  # missed for longer than the grace: not replayed
+        return _schedule_tick_fire(schedule=schedule, tick=tick, now=now)
+
+
+def _schedule_claim(*, schedule: ScheduledWorkflow, now: datetime) -> bool:
+    """Move ``next_fire_at`` from the value read to the first tick after now; False if it had moved already.
+
+    Forward only: the new value is after now, the old one at or before it. The row stays locked
+    until the caller's transaction ends; a second claimer skips it (SKIP LOCKED, on PostgreSQL) and
+    fires the next schedule instead of waiting, and a later turn finds the value moved.
+    """
+    following = schedule_tick_after(schedule=schedule, moment=now)
+    unclaimed = ScheduledWorkflow.objects.filter(
+        pk=schedule.pk, status=ScheduledWorkflowStatus.ACTIVE, next_fire_at=schedule.next_fire_at
+    )
+    if not unclaimed.select_for_update(skip_locked=True).exists():
+        return False
+    claimed = unclaimed.update(next_fire_at=following)
+    if claimed:
+        schedule.next_fire_at = following
+    return bool(claimed)
+
+
+def _schedule_tick_fire(*, schedule: ScheduledWorkflow, tick: datetime, now: datetime) -> Run | None:
     flow = schedule_flow_to_run(schedule=schedule)
     try:
         with transaction.atomic():
@@ -378,13 +413,15 @@ def _schedule_fire_due(*, schedule: ScheduledWorkflow, now: datetime) -> Run | N
             )
     except IntegrityError:
         if Run.objects.filter(schedule=schedule, scheduled_tick=tick).exists():
-            return None  # another process fired this tick first
+            return None  # fired already (the unique key behind the claim)
         raise
     except (InvalidInput, Forbidden, NotFound, RateLimited) as error:  # RateLimited: a quota is used up
         return _run_record_unstartable(schedule=schedule, flow=flow, tick=tick, message=error.message, now=now)
 
 
-def _run_record_unstartable(*, schedule: ScheduledWorkflow, flow: Flow | None, tick, message: str, now) -> Run | None:
+def _run_record_unstartable(
+    *, schedule: ScheduledWorkflow, flow: WorkflowVersion | None, tick, message: str, now
+) -> Run | None:
     """A tick whose run could not start: a failed run with the reason, so the tick counts and is not retried."""
     error = f"The schedule could not start a run: {message}"
     graph = flow.release_data if flow is not None else workflow_graph(workflow=schedule.workflow)
@@ -432,7 +469,7 @@ def schedule_results_sync(*, schedule: ScheduledWorkflow, now: datetime | None =
     last_success = (
         runs.filter(status=RunStatus.SUCCEEDED).order_by("-finished_at").values_list("finished_at", flat=True).first()
     )
-    failures = runs.filter(status=RunStatus.FAILED, created_at__gte=schedule_in_effect_since(schedule=schedule))
+    failures = runs.filter(status=RunStatus.FAILED, created_at__gte=schedule.effective_from)
     if last_success is not None:
         failures = failures.filter(finished_at__gt=last_success)
     values = {
@@ -466,7 +503,6 @@ def _schedule_pause_automatically(*, schedule: ScheduledWorkflow, now: datetime)
         if not paused:
             return  # another process paused it first
         schedule.status, schedule.pause_reason = ScheduledWorkflowStatus.PAUSED, reason
-        schedule_periodic_task_sync(schedule=schedule)
         audit_log_record(
             actor=None,
             action="schedule.auto_pause",
