@@ -18,4 +18,5 @@ urlpatterns = [
     path("workflows/<uuid:workflow_id>/", views.workflow_detail, name="workflow"),
     path("runs/<uuid:run_id>/", views.run_detail, name="run"),
     path("templates/", views.template_list, name="templates"),
+    path("dsl/v1.schema.json", views.dsl_schema, name="dsl-schema"),
 ]

@@ -7,16 +7,18 @@ a 404, as in the API); everything else is read and written through ``/api/v1/``.
 from functools import partial
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
+from workflows.engine import dsl_schema as engine_dsl_schema
 from workflows.selectors import runs_for_user, workflows_for_user
 
 console_login_required = partial(login_required, login_url="console:login")
 
 
 def _page(request: HttpRequest, *, page: str, title: str, **context) -> HttpResponse:
-    return render(request, "console/page.html", {"page": page, "title": title, **context})
+    """The page's own template, ``console/<page>.html``; ``page`` also picks its script."""
+    return render(request, f"console/{page}.html", {"page": page, "title": title, **context})
 
 
 @console_login_required()
@@ -52,3 +54,8 @@ def run_detail(request: HttpRequest, run_id) -> HttpResponse:
 @console_login_required()
 def template_list(request: HttpRequest) -> HttpResponse:
     return _page(request, page="templates", title="Templates")
+
+
+def dsl_schema(request: HttpRequest) -> JsonResponse:
+    """The DSL's JSON Schema, which the graph editor checks a graph with before it is sent."""
+    return JsonResponse(engine_dsl_schema())

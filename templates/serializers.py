@@ -2,15 +2,20 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from config.api.serializers import StrictModelSerializer, StrictSerializer
-from workflows.serializers import DslGraphSerializer
+from workflows.openapi import DslGraphFieldExtension
 
 from .models import WorkflowTemplate
 from .selectors import TemplateKind, template_kind_for_user
 
 
-@extend_schema_field(DslGraphSerializer)
 class TemplateGraphField(serializers.DictField):
     """A DSL v1 graph; the service checks it as it would a workflow's draft."""
+
+
+class TemplateGraphFieldExtension(DslGraphFieldExtension):
+    """The API schema shows it as the DSL's ``DslGraph``, as a workflow's graph."""
+
+    target_class = TemplateGraphField
 
 
 class TemplateSerializer(StrictModelSerializer):

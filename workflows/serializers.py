@@ -1,5 +1,4 @@
 from django.contrib.auth import get_user_model
-from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -7,53 +6,21 @@ from config.api.serializers import StrictModelSerializer, StrictSerializer
 from config.errors import InvalidInput
 
 from . import services
-from .models import Flow, Run, ScheduledWorkflow, Task, Workflow, WorkflowMember, WorkflowMemberRole
+from .models import Run, ScheduledWorkflow, Task, Workflow, WorkflowMember, WorkflowMemberRole, WorkflowVersion
 from .permissions import CAN_RUN
 from .schedules import services as schedule_services
 from .selectors import workflow_graph, workflow_role_for_user, workflows_for_user
 
-DSL_KEY_VALIDATOR = RegexValidator(services.DSL_KEY_PATTERN)
 MAX_ID = 2**63 - 1  # the largest primary key the database holds
 
 
-# --- The DSL, described for the schema; graph_clean is what checks it. ---------------------------
-class DslPositionSerializer(StrictSerializer):
-    """Where the node sits on the editor's canvas."""
-
-    x = serializers.FloatField(allow_null=True)
-    y = serializers.FloatField(allow_null=True)
+# --- The DSL -----------------------------------------------------------------------------------
+class DslGraphField(serializers.JSONField):
+    """A DSL v1 graph: the API schema shows the engine's JSON Schema (``workflows.openapi``);
+    ``graph_clean`` checks it, so that each problem is answered with its node and field."""
 
 
-class DslNodeSerializer(StrictSerializer):
-    """A node of the DSL: its id (an identifier), type, config and error policy."""
-
-    id = serializers.CharField(max_length=services.DSL_KEY_MAX_LENGTH, validators=[DSL_KEY_VALIDATOR])
-    type = serializers.CharField(max_length=services.NODE_TYPE_MAX_LENGTH)
-    name = serializers.CharField(max_length=services.NODE_NAME_MAX_LENGTH, required=False, allow_blank=True)
-    config = serializers.DictField(required=False)
-    error_policy = serializers.DictField(required=False)
-    position = DslPositionSerializer(required=False, allow_null=True)
-
-
-class DslEdgeSerializer(StrictSerializer):
-    """An edge of the DSL; ``source_handle`` names a branch (a case id, ``else``, ``error``)."""
-
-    source = serializers.CharField(max_length=services.DSL_KEY_MAX_LENGTH, validators=[DSL_KEY_VALIDATOR])
-    target = serializers.CharField(max_length=services.DSL_KEY_MAX_LENGTH, validators=[DSL_KEY_VALIDATOR])
-    source_handle = serializers.CharField(
-        max_length=services.DSL_KEY_MAX_LENGTH, validators=[DSL_KEY_VALIDATOR], required=False, allow_null=True
-    )
-
-
-class DslGraphSerializer(StrictSerializer):
-    """A DSL v1 graph."""
-
-    nodes = DslNodeSerializer(many=True)
-    edges = DslEdgeSerializer(many=True)
-
-
-@extend_schema_field(DslGraphSerializer)
-class GraphField(serializers.JSONField):
+class GraphField(DslGraphField):
     """A workflow's draft as a DSL document, read from and written to its Node/Edge rows."""
 
     def get_attribute(self, instance):
@@ -100,7 +67,7 @@ class WorkflowVersionSerializer(StrictModelSerializer):
     created = serializers.DateTimeField(source="create_at", read_only=True)
 
     class Meta:
-        model = Flow
+        model = WorkflowVersion
         fields = ["version", "name", "description", "release_status", "created"]
         read_only_fields = fields
 

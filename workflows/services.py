@@ -4,30 +4,18 @@ Schedules have their own services in ``workflows.schedules.services``.
 """
 
 import math
-import re
 
 from django.db import transaction
-from django_celery_beat.models import PeriodicTask
 
-from accounts.quotas import workflow_quota_check
+from agents.tools_runtime import workflow_tools_issues
 from config.errors import Conflict, Forbidden, InvalidInput, NotFound
 from history.services import audit_log_record
 
-from .engine import GraphIssue, validate_graph
-from .models import Edge, Node, Run, RunStatus, ScheduledWorkflow, Workflow, WorkflowMember, WorkflowMemberRole
+from .engine import GraphIssue, dsl_shape_issues, validate_graph
+from .models import Edge, Node, Run, RunStatus, Workflow, WorkflowMember, WorkflowMemberRole
 from .permissions import CAN_EDIT, CAN_MANAGE
+from .quotas import workflow_quota_check
 from .selectors import workflow_role_for_user
-
-# Node ids, edge ends and source handles are identifiers, so that ``{{ id.field }}`` can name them.
-DSL_KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-DSL_KEY_MAX_LENGTH = 64
-NODE_TYPE_MAX_LENGTH = 50
-NODE_NAME_MAX_LENGTH = 255
-MAX_NODES = 5000
-MAX_EDGES = 10000
-NODE_FIELDS = {"id", "type", "name", "config", "error_policy", "position"}
-EDGE_FIELDS = {"source", "target", "source_handle"}
-GRAPH_FIELDS = {"nodes", "edges"}
 
 _UNSET = object()
 
@@ -65,156 +53,59 @@ def json_has_nul(value) -> bool:
     return False
 
 
-def _short(value) -> str:
-    text = str(value)
-    return text if len(text) <= 64 else f"{text[:61]}..."
-
-
-def _key_problem(value, *, required: bool = True) -> str | None:
-    if value is None or value == "":
-        return "This field is required." if required else None
-    if not isinstance(value, str):
-        return "Must be a string."
-    if len(value) > DSL_KEY_MAX_LENGTH:
-        return f"At most {DSL_KEY_MAX_LENGTH} characters."
-    if not DSL_KEY_PATTERN.fullmatch(value):
-        return "Must be an identifier: letters, digits and '_', not starting with a digit."
-    return None
-
-
-def _unknown_fields(obj: dict, known: set[str], prefix: str, node: str | None) -> list[GraphIssue]:
-    return [GraphIssue(node, f"{prefix}.{_short(key)}", "Unknown field.") for key in sorted(set(obj) - known, key=str)]
-
-
-def _coordinate_problem(value) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return "Must be a finite number or null."
-    return None
-
-
-def _node_clean(raw, index: int, issues: list[GraphIssue]) -> dict | None:
-    prefix = f"nodes[{index}]"
-    if not isinstance(raw, dict):
-        issues.append(GraphIssue(None, prefix, "Each node must be an object."))
-        return None
-    count = len(issues)
-    node_id = raw.get("id")
-    id_problem = _key_problem(node_id)
-    node = None if id_problem else node_id
-    if id_problem:
-        issues.append(GraphIssue(None, f"{prefix}.id", id_problem))
-    issues.extend(_unknown_fields(raw, NODE_FIELDS, prefix, node))
-    node_type = raw.get("type")
-    if not isinstance(node_type, str) or not node_type:
-        issues.append(GraphIssue(node, f"{prefix}.type", "A node type (a string) is required."))
-    elif len(node_type) > NODE_TYPE_MAX_LENGTH:
-        issues.append(GraphIssue(node, f"{prefix}.type", f"At most {NODE_TYPE_MAX_LENGTH} characters."))
-    elif not DSL_KEY_PATTERN.fullmatch(node_type):
-        issues.append(GraphIssue(node, f"{prefix}.type", f"Unknown node type {_short(node_type)!r}."))
-    name = raw.get("name")
-    if name is None:
-        name = ""
-    elif not isinstance(name, str):
-        issues.append(GraphIssue(node, f"{prefix}.name", "Must be a string."))
-    elif len(name) > NODE_NAME_MAX_LENGTH:
-        issues.append(GraphIssue(node, f"{prefix}.name", f"At most {NODE_NAME_MAX_LENGTH} characters."))
-    elif "\x00" in name:
-        issues.append(GraphIssue(node, f"{prefix}.name", "Must not contain NUL characters."))
-    for field in ("config", "error_policy"):
-        if raw.get(field) is not None and not isinstance(raw[field], dict):
-            issues.append(GraphIssue(node, f"{prefix}.{field}", "Must be an object."))
-        elif json_has_nul(raw.get(field)):
-            issues.append(GraphIssue(node, f"{prefix}.{field}", "Must not contain NUL characters."))
-    position = raw.get("position")
-    x = y = None
-    if position is not None:
-        if not isinstance(position, dict):
-            issues.append(GraphIssue(node, f"{prefix}.position", 'Must be an object {"x", "y"} or null.'))
-        else:
-            issues.extend(_unknown_fields(position, {"x", "y"}, f"{prefix}.position", node))
-            x, y = position.get("x"), position.get("y")
-            for axis, value in (("x", x), ("y", y)):
-                if problem := _coordinate_problem(value):
-                    issues.append(GraphIssue(node, f"{prefix}.position.{axis}", problem))
-    if len(issues) > count:
-        return None
-    return {
-        "id": node_id,
-        "type": node_type,
-        "name": name,
-        "config": raw.get("config") or {},
-        "error_policy": raw.get("error_policy") or {},
-        "position": {"x": x, "y": y},
-    }
-
-
-def _edge_clean(raw, index: int, issues: list[GraphIssue]) -> dict | None:
-    prefix = f"edges[{index}]"
-    if not isinstance(raw, dict):
-        issues.append(GraphIssue(None, prefix, "Each edge must be an object."))
-        return None
-    count = len(issues)
-    issues.extend(_unknown_fields(raw, EDGE_FIELDS, prefix, None))
-    for end in ("source", "target"):
-        if problem := _key_problem(raw.get(end)):
-            issues.append(GraphIssue(None, f"{prefix}.{end}", problem))
-    handle = raw.get("source_handle")
-    if problem := _key_problem(handle, required=False):
-        source = raw.get("source") if isinstance(raw.get("source"), str) else None
-        issues.append(GraphIssue(source, f"{prefix}.source_handle", problem))
-    if len(issues) > count:
-        return None
-    return {"source": raw["source"], "target": raw["target"], "source_handle": handle or None}
-
-
 def graph_clean(graph, *, owner=None) -> dict:
-    """Check a DSL graph's shape, then validate it with the engine; return it normalised.
+    """Check a DSL graph; return it normalised, every field present as the Node and Edge rows hold it.
 
-    Junk (a list where an object belongs, a node without id, an overlong key) is reported
-    field by field before the engine sees the graph, so the engine only reads well-formed
-    documents. With ``owner``, tool and agent nodes must name tools and agents the owner's
-    workflows may use. Raises GraphInvalid with every issue found.
+    The engine checks it: its shape against the DSL's JSON Schema, then the rules a schema cannot
+    say. An empty draft needs only the shape: it is where every workflow starts. Then what
+    PostgreSQL cannot store, and, with ``owner``, that tool and agent nodes name tools and agents
+    the owner's workflows may use. Raises GraphInvalid with the issues found.
     """
-    if not isinstance(graph, dict):
-        raise GraphInvalid([GraphIssue(None, "graph", "The graph must be an object with nodes and edges.")])
-    issues = _unknown_fields(graph, GRAPH_FIELDS, "graph", None)
-    lists = {}
-    for field, limit in (("nodes", MAX_NODES), ("edges", MAX_EDGES)):
-        value = graph.get(field)
-        if value is None:
-            value = []
-        if not isinstance(value, list):
-            issues.append(GraphIssue(None, field, f"Must be a list of {field[:-1]} objects."))
-            value = []
-        elif len(value) > limit:
-            issues.append(GraphIssue(None, field, f"At most {limit} {field}."))
-            value = []
-        lists[field] = value
-    nodes = [_node_clean(raw, index, issues) for index, raw in enumerate(lists["nodes"])]
-    edges = [_edge_clean(raw, index, issues) for index, raw in enumerate(lists["edges"])]
-    seen_edges = set()
-    for index, edge in enumerate(edges):
-        if edge is None:
-            continue
-        identity = (edge["source"], edge["target"], edge["source_handle"] or "")
-        if identity in seen_edges:
-            issues.append(GraphIssue(edge["source"], f"edges[{index}]", "Duplicate edge."))
-        seen_edges.add(identity)
+    has_content = isinstance(graph, dict) and bool(graph.get("nodes") or graph.get("edges"))
+    issues = validate_graph(graph) if has_content else dsl_shape_issues(graph)
     if issues:
         raise GraphInvalid(issues)
-    cleaned = {"nodes": nodes, "edges": edges}
-    if nodes or edges:
-        # An empty draft is always allowed: it is where every workflow starts.
-        issues = validate_graph(cleaned)
-        if owner is not None:
-            from agents.tools_runtime import workflow_tools_issues
-
-            issues += workflow_tools_issues(graph=cleaned, owner=owner)
+    cleaned = _graph_normalised(graph)
+    issues = _unstorable_issues(cleaned)
+    if not issues and has_content and owner is not None:
+        issues = workflow_tools_issues(graph=cleaned, owner=owner)
     if issues:
         raise GraphInvalid(issues)
     return cleaned
+
+
+def _graph_normalised(graph: dict) -> dict:
+    """A graph of the DSL's shape with the optional fields filled in."""
+    return {
+        "nodes": [
+            {
+                "id": node["id"],
+                "type": node["type"],
+                "name": node.get("name") or "",
+                "config": node.get("config") or {},
+                "error_policy": node.get("error_policy") or {},
+                "position": {axis: (node.get("position") or {}).get(axis) for axis in ("x", "y")},
+            }
+            for node in graph.get("nodes") or []
+        ],
+        "edges": [
+            {"source": edge["source"], "target": edge["target"], "source_handle": edge.get("source_handle") or None}
+            for edge in graph.get("edges") or []
+        ],
+    }
+
+
+def _unstorable_issues(graph: dict) -> list[GraphIssue]:
+    """NUL characters, which PostgreSQL cannot store, and coordinates that are not JSON numbers."""
+    issues = []
+    for index, node in enumerate(graph["nodes"]):
+        for field in ("name", "config", "error_policy"):
+            if json_has_nul(node[field]):
+                issues.append(GraphIssue(node["id"], f"nodes[{index}].{field}", "Must not contain NUL characters."))
+        for axis, value in node["position"].items():
+            if value is not None and not math.isfinite(value):
+                issues.append(GraphIssue(node["id"], f"nodes[{index}].position.{axis}", "Must be a finite number."))
+    return issues
 
 
 def _graph_replace(*, workflow: Workflow, graph: dict) -> None:
@@ -308,10 +199,6 @@ def workflow_delete(*, workflow: Workflow, user, as_operator: bool = False) -> N
         Workflow.objects.select_for_update().filter(pk=workflow.pk).values_list("pk").get()
         if Run.objects.filter(workflow=workflow, status__in=[RunStatus.PENDING, RunStatus.RUNNING]).exists():
             raise Conflict("This workflow has runs in progress; cancel them first.", code="runs_in_progress")
-        # The schedules go with the workflow; their beat entries are not linked by a cascade.
-        PeriodicTask.objects.filter(
-            pk__in=ScheduledWorkflow.objects.filter(workflow=workflow).values("periodic_task")
-        ).delete()
         audit_log_record(actor=user, action="workflow.delete", target=workflow, before=_workflow_access(workflow))
         workflow.delete()
 

@@ -2,9 +2,14 @@
 condition and parallel branches and watch its nodes turn green, edit and validate a graph, cancel
 a slow run after its socket dropped, and use it at a phone's width."""
 
+import copy
+import json
 import re
 
 import pytest
+
+from tests.engine.test_dsl_schema import DESIGN_EXAMPLE, MISSHAPEN
+from workflows.engine import dsl_shape_issues
 
 pytestmark = pytest.mark.slow
 
@@ -191,3 +196,50 @@ def test_the_console_fits_a_phone(open_page, screenshot):
     page.goto("/templates/")
     page.wait_for_selector("#template-empty, #template-list article", state="attached")
     assert fits()
+
+
+# In the page: the console's check of a graph's shape, against the schema the console serves.
+SHAPE_IN_THE_BROWSER = """async (graph) => {
+  const dsl = await import("/static/console/dsl.js");
+  return dsl.dslShapeIssues(await dsl.loadDslSchema(document.body.dataset.dslSchema), graph);
+}"""
+
+
+def test_the_editor_checks_the_graphs_shape_as_the_server_does_before_sending_it(open_page):
+    page = open_page().page
+    page.fill('#create-workflow input[name="name"]', "Shape check")
+    page.click('#create-workflow button[type="submit"]')
+    page.wait_for_url(re.compile(r"/workflows/[0-9a-f-]{36}/$"))
+    page.wait_for_selector("#editor-graph svg")
+    workflow_id = page.url.rstrip("/").rsplit("/", 1)[1]
+
+    # The browser names each problem as the API does.
+    for change, _ in MISSHAPEN:
+        graph = change(copy.deepcopy(DESIGN_EXAMPLE))
+        in_browser = page.evaluate(SHAPE_IN_THE_BROWSER, graph)
+        assert in_browser == [issue.as_dict() for issue in dsl_shape_issues(graph)], graph
+    policy = copy.deepcopy(DESIGN_EXAMPLE)
+    policy["nodes"][1]["error_policy"] = {"on_failure": "explode", "retry": {"max_attempts": 0}}
+    assert {(issue["node"], issue["field"]) for issue in page.evaluate(SHAPE_IN_THE_BROWSER, policy)} == {
+        ("greet", "error_policy.on_failure"),
+        ("greet", "error_policy.retry.max_attempts"),
+    }
+
+    # A graph of the wrong shape is not sent: its problems show at once.
+    sent = []
+    page.on("request", lambda request: sent.append(request.url) if request.method != "GET" else None)
+    misshapen = copy.deepcopy(DESIGN_EXAMPLE)
+    misshapen["nodes"][1]["colour"] = "red"
+    page.fill("#graph-editor", json.dumps(misshapen))
+    page.click("#save-graph")
+    page.wait_for_selector('#editor-status[data-result="invalid"]')
+    assert page.locator('#graph-issues li[data-node="greet"]').inner_text() == "greet · nodes[1].colour: Unknown field."
+    page.click("#validate-graph")
+    assert page.locator("#graph-issues li").count() == 1
+    assert sent == []
+
+    # Of the right shape, it is: the server checks it and saves it.
+    page.fill("#graph-editor", json.dumps(DESIGN_EXAMPLE))
+    page.click("#save-graph")
+    page.wait_for_selector('#editor-status[data-result="saved"]')
+    assert [url.split("/api/v1/")[1] for url in sent] == [f"workflows/{workflow_id}/"]

@@ -66,3 +66,24 @@ def test_the_run_page_carries_the_runs_own_graph_and_anothers_run_is_a_404(brows
 def test_signing_out_ends_the_session(browser_client):
     assert browser_client.post("/logout/").status_code == 302
     assert browser_client.get("/").status_code == 302
+
+
+@pytest.mark.parametrize(
+    ("path", "template"),
+    [("/", "console/workflows.html"), ("/templates/", "console/templates.html")],
+)
+def test_each_page_has_its_own_template_on_the_base(browser_client, path, template):
+    response = browser_client.get(path)
+    assert [used.name for used in response.templates][:2] == [template, "console/base.html"]
+
+
+def test_the_workflow_page_names_the_dsl_schema_that_the_console_serves(browser_client, user):
+    from workflows.engine import dsl_schema
+
+    workflow = WorkflowFactory(owner=user)
+    page = browser_client.get(f"/workflows/{workflow.pk}/")
+    assert page.templates[0].name == "console/workflow.html"
+    assert b'data-dsl-schema="/dsl/v1.schema.json"' in page.content
+    response = Client().get("/dsl/v1.schema.json")
+    assert response.status_code == 200
+    assert response.json() == dsl_schema()

@@ -3,7 +3,7 @@
 import copy
 
 from tests.engine.conftest import chain, edge, end, node, start
-from workflows.engine import GraphIssue, validate_graph
+from workflows.engine import GraphIssue, validate_graph, validation_cache_info
 
 VALID = chain(
     start("city"),
@@ -221,24 +221,24 @@ def test_reserved_ids():
 # --- The cache of validated graphs --------------------------------------------------------------
 
 
-def test_a_graph_validated_again_is_not_checked_again(monkeypatch):
-    from workflows.engine import validation
-
+def test_a_graph_validated_again_is_answered_from_the_cache():
     graph = copy.deepcopy(VALID)
     graph["nodes"][1]["config"]["template"] = "{{ ghost.text }}"
     first = validate_graph(graph)
-    checked = []
-    original = validation._GraphValidator.issues
-    monkeypatch.setattr(validation._GraphValidator, "issues", lambda self: checked.append(1) or original(self))
+    before = validation_cache_info()
+
     again = validate_graph(copy.deepcopy(graph))
+
     assert again == first
     assert len(first) == 1
-    assert checked == []
+    assert validation_cache_info()[:2] == (before.hits + 1, before.misses)
     again.clear()  # the caller's list is its own
     assert validate_graph(graph) == first
-    graph["nodes"][1]["config"]["template"] = "{{ start.city }}"
+    graph["nodes"][1]["config"]["template"] = "{{ start.city }} (seen by no other test)"
     assert validate_graph(graph) == []  # new content: checked
-    assert checked == [1]
+    after = validation_cache_info()
+    assert after[:2] == (before.hits + 2, before.misses + 1)
+    assert 0 < after.currsize <= after.maxsize
 
 
 def test_a_changed_limit_is_applied_to_a_graph_seen_before(settings):

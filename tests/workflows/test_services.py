@@ -127,3 +127,36 @@ def test_an_operator_sets_members_with_an_audit_row(staff_user):
     assert AuditLog.objects.get(action="workflow.member_add").actor == staff_user
     with pytest.raises(NotFound):
         services.workflow_member_set(workflow=workflow, actor=staff_user, user=friend, role="viewer")
+
+
+def test_graph_clean_fills_in_the_optional_fields(graph):
+    cleaned = services.graph_clean(
+        {"nodes": graph["nodes"], "edges": [{**edge, "source_handle": ""} for edge in graph["edges"]]}
+    )
+    assert all(set(node) == {"id", "type", "name", "config", "error_policy", "position"} for node in cleaned["nodes"])
+    assert all(edge["source_handle"] is None for edge in cleaned["edges"])
+    assert services.graph_clean({}) == {"nodes": [], "edges": []}
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "field"),
+    [("name", "a\x00b", "nodes[1].name"), ("config", {"template": "a\x00b"}, "nodes[1].config")],
+)
+def test_graph_clean_refuses_what_postgresql_cannot_store(graph, where, value, field):
+    graph["nodes"][1][where] = value
+    with pytest.raises(services.GraphInvalid) as caught:
+        services.graph_clean(graph)
+    assert [(issue.node, issue.field) for issue in caught.value.issues] == [("greet", field)]
+
+
+def test_graph_clean_refuses_a_coordinate_json_cannot_hold(graph):
+    graph["nodes"][1]["position"] = {"x": float("nan"), "y": 1}
+    with pytest.raises(services.GraphInvalid) as caught:
+        services.graph_clean(graph)
+    assert [(issue.node, issue.field) for issue in caught.value.issues] == [("greet", "nodes[1].position.x")]
+
+
+def test_an_empty_draft_is_checked_for_its_shape_only():
+    with pytest.raises(services.GraphInvalid) as caught:
+        services.graph_clean({"nodes": [], "edges": 0})
+    assert [(issue.node, issue.field) for issue in caught.value.issues] == [(None, "edges")]

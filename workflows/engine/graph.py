@@ -47,7 +47,8 @@ class EdgeSpec:
 
 @dataclass
 class GraphSpec:
-    """Nodes by id with their edges, in the order they were given. Built only from dict-shaped input."""
+    """Nodes by id with their edges, in the order they were given. Built from a graph of the DSL's
+    shape (:func:`~workflows.engine.dsl.dsl_shape_issues` found nothing)."""
 
     nodes: dict[str, NodeSpec]
     edges: list[EdgeSpec]
@@ -58,27 +59,21 @@ class GraphSpec:
         nodes: dict[str, NodeSpec] = {}
         duplicates: list[tuple[int, str]] = []
         for index, raw in enumerate(graph.get("nodes") or []):
-            if not isinstance(raw, dict):
-                continue
-            node_id = raw.get("id")
-            if not isinstance(node_id, str):
-                continue
+            node_id = raw["id"]
             if node_id in nodes:
                 duplicates.append((index, node_id))
                 continue
             nodes[node_id] = NodeSpec(
                 id=node_id,
-                type=raw.get("type") if isinstance(raw.get("type"), str) else "",
+                type=raw["type"],
                 name=raw.get("name") or node_id,
-                config=raw.get("config") if raw.get("config") is not None else {},
+                config=raw.get("config") or {},
                 error_policy=raw.get("error_policy") or {},
                 index=index,
             )
         edges: list[EdgeSpec] = []
         for index, raw in enumerate(graph.get("edges") or []):
-            if not isinstance(raw, dict):
-                continue
-            edge = EdgeSpec(index, raw.get("source"), raw.get("target"), raw.get("source_handle") or "")
+            edge = EdgeSpec(index, raw["source"], raw["target"], raw.get("source_handle") or "")
             edges.append(edge)
             if edge.source in nodes and edge.target in nodes:
                 nodes[edge.source].outbound.append(edge)

@@ -1,34 +1,11 @@
-"""A node's error policy (DSL ``error_policy``): timeout, retries, and what happens once they are spent."""
+"""A node's error policy (DSL ``error_policy``, its shape in ``dsl_v1.json``): timeout, retries, and what
+happens once they are spent."""
 
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from .conf import engine_settings
-
-ON_FAILURE_MODES = ("fail", "continue", "skip", "branch")
-
-ERROR_POLICY_SCHEMA = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "timeout_s": {"type": ["number", "null"], "exclusiveMinimum": 0},
-        "retry": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "max_attempts": {"type": "integer", "minimum": 1},
-                "backoff": {"enum": ["fixed", "exponential"]},
-                "initial_s": {"type": "number", "minimum": 0},
-                "max_s": {"type": "number", "minimum": 0},
-                "multiplier": {"type": "number", "minimum": 1},
-                "jitter": {"type": "boolean"},
-            },
-        },
-        "on_failure": {"enum": list(ON_FAILURE_MODES)},
-        "default_output": {"type": "object"},
-    },
-}
+from config.conf import weft_settings
 
 
 @dataclass(frozen=True)
@@ -56,7 +33,7 @@ class RetryPolicy:
             delay = random.uniform(delay / 2, delay)
         if retry_after is not None:
             delay = max(delay, retry_after)
-        return min(delay, engine_settings.RETRY_MAX_DELAY_S)
+        return min(delay, weft_settings.RETRY_MAX_DELAY_S)
 
 
 @dataclass(frozen=True)
@@ -70,12 +47,12 @@ class ErrorPolicy:
     def from_dsl(cls, data: dict[str, Any] | None) -> "ErrorPolicy":
         """Build from a validated ``error_policy``; absent keys take the defaults."""
         data = data or {}
-        timeout = data.get("timeout_s", engine_settings.NODE_TIMEOUT_S)
+        timeout = data.get("timeout_s", weft_settings.NODE_TIMEOUT_S)
         retry = data.get("retry") or {}
         return cls(
             timeout_s=timeout,
             retry=RetryPolicy(
-                max_attempts=min(retry.get("max_attempts", 1), engine_settings.RETRY_MAX_ATTEMPTS),
+                max_attempts=min(retry.get("max_attempts", 1), weft_settings.RETRY_MAX_ATTEMPTS),
                 backoff=retry.get("backoff", "exponential"),
                 initial_s=retry.get("initial_s", 1.0),
                 max_s=retry.get("max_s", 60.0),

@@ -2,6 +2,7 @@ from rest_framework import serializers
 
 from config.api.serializers import StrictSerializer
 from workflows.models import RunStatus
+from workflows.serializers import DslGraphField
 
 
 class RunStartSerializer(StrictSerializer):
@@ -29,7 +30,7 @@ class RunCancelledSerializer(serializers.Serializer):
 
 
 class GraphValidateSerializer(StrictSerializer):
-    graph = serializers.JSONField(
+    graph = DslGraphField(
         required=False, help_text="A graph to check instead of the workflow's saved draft (not saved)."
     )
 

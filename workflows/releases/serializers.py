@@ -1,7 +1,8 @@
 from rest_framework import serializers
 
 from config.api.serializers import StrictSerializer
-from workflows.models import Flow, ReleaseChannel
+from workflows.models import ReleaseChannel, WorkflowVersion
+from workflows.serializers import DslGraphField
 
 from .services import channel_names
 
@@ -15,7 +16,7 @@ class FlowSerializer(serializers.ModelSerializer):
     created_at = serializers.DateTimeField(source="create_at", read_only=True)
 
     class Meta:
-        model = Flow
+        model = WorkflowVersion
         fields = [
             "id",
             "workflow",
@@ -30,13 +31,13 @@ class FlowSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    def get_channels(self, flow: Flow) -> list[str]:
+    def get_channels(self, flow: WorkflowVersion) -> list[str]:
         return channel_names(flow.release_status)
 
 
 class FlowDetailSerializer(FlowSerializer):
-    graph = serializers.JSONField(source="data", read_only=True)
-    release_graph = serializers.JSONField(source="release_data", read_only=True)
+    graph = DslGraphField(source="data", read_only=True)
+    release_graph = DslGraphField(source="release_data", read_only=True)
 
     class Meta(FlowSerializer.Meta):
         fields = [*FlowSerializer.Meta.fields, "graph", "release_graph"]

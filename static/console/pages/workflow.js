@@ -3,6 +3,7 @@
 
 import { api, ApiError, errorText, openSocket } from "../api.js";
 import { $, between, formatDuration, formatTime, h, pretty, showError } from "../dom.js";
+import { dslShapeIssues, loadDslSchema } from "../dsl.js";
 import { drawGraph } from "../graph.js";
 
 let workflowId = null;
@@ -200,6 +201,25 @@ function issuesFrom(error) {
   return [{ node: null, field: "", message: errorText(error.body) || error.message }];
 }
 
+// The editor's graph if it is JSON of the DSL's shape; otherwise null, with the problems shown.
+async function editorGraphOfRightShape() {
+  const parsed = drawEditorGraph();
+  let problems = parsed.error ? [{ node: null, field: "", message: parsed.error }] : [];
+  if (!parsed.error) {
+    try {
+      problems = dslShapeIssues(await loadDslSchema(document.body.dataset.dslSchema), parsed.graph);
+    } catch {
+      problems = []; // without the schema, the server's answer names the same problems
+    }
+  }
+  if (problems.length === 0) return parsed.graph;
+  showIssues(problems);
+  const status = $("#editor-status");
+  status.textContent = "Not valid.";
+  status.dataset.result = "invalid";
+  return null;
+}
+
 function setupEditor() {
   const status = $("#editor-status");
   $("#graph-editor").addEventListener("input", () => {
@@ -210,14 +230,11 @@ function setupEditor() {
     }, 300);
   });
   $("#validate-graph").addEventListener("click", async () => {
-    const parsed = drawEditorGraph();
-    if (parsed.error) {
-      showIssues([{ node: null, field: "", message: parsed.error }]);
-      return;
-    }
+    const graph = await editorGraphOfRightShape();
+    if (!graph) return;
     status.textContent = "Validating…";
     try {
-      await api(`workflows/${workflowId}/validate/`, { method: "POST", body: { graph: parsed.graph } });
+      await api(`workflows/${workflowId}/validate/`, { method: "POST", body: { graph } });
       showIssues([]);
       status.textContent = "Valid.";
       status.dataset.result = "valid";
@@ -228,14 +245,11 @@ function setupEditor() {
     }
   });
   $("#save-graph").addEventListener("click", async () => {
-    const parsed = drawEditorGraph();
-    if (parsed.error) {
-      showIssues([{ node: null, field: "", message: parsed.error }]);
-      return;
-    }
+    const graph = await editorGraphOfRightShape();
+    if (!graph) return;
     status.textContent = "Saving…";
     try {
-      workflow = await api(`workflows/${workflowId}/`, { method: "PATCH", body: { graph: parsed.graph } });
+      workflow = await api(`workflows/${workflowId}/`, { method: "PATCH", body: { graph } });
       showIssues([]);
       status.textContent = "Saved.";
       status.dataset.result = "saved";
