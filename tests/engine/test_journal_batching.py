@@ -4,7 +4,10 @@ The outcome of a node with effects is stored before anything after it starts, so
 killed between two batches loses at most events of nodes that had not finished (or of
 computations, which run again), and the resumed run executes no stored success again;
 ``seq`` stays gapless across batches and resumes; events are streamed in ``seq`` order once
-stored.
+stored. The worker is killed by the journal's crash point (``DatabaseJournal(crash_at=...)``),
+before or after a chosen batch commits, and the tests look at what the database holds then.
+
+Marked ``journal``: run on PostgreSQL by the suite, and on SQLite by ``make test-journal-sqlite``.
 """
 
 import asyncio
@@ -20,35 +23,12 @@ from tests.factories import RunFactory, UserFactory, WorkflowFactory
 from tests.threads import in_thread as read
 from workflows.engine.executor import RunExecutor
 from workflows.engine.journal import TaskChange
-from workflows.engine.nodes import NodeContext, NodeType, get_node_type, register
 from workflows.execution import live
-from workflows.execution.journal import DatabaseJournal, _close_connection
-from workflows.execution.services import run_execute
+from workflows.execution.journal import AFTER_COMMIT, BEFORE_COMMIT, CrashPoint, DatabaseJournal, WorkerKilled
+from workflows.execution.runner import run_execute
 from workflows.models import Run, RunEvent, Task
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-class Crash(BaseException):
-    """Stands for the worker being killed: nothing in the executor handles it."""
-
-
-if get_node_type("test_crash_once") is None:
-
-    @register
-    class CrashOnce(NodeType):
-        """The first execution in a run kills the worker; later ones return ``{"n"}``."""
-
-        type = "test_crash_once"
-        config_schema = {"type": "object"}
-        outputs = frozenset({"n"})
-
-        async def execute(self, ctx: NodeContext, config: dict) -> dict:
-            key = (ctx.run_id, ctx.node_id, ctx.scope)
-            EXECUTIONS[key] += 1
-            if EXECUTIONS[key] == 1:
-                raise Crash()
-            return {"n": EXECUTIONS[key]}
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.journal]
 
 
 def make_run(graph: dict) -> Run:
@@ -59,42 +39,100 @@ def stored(run: Run) -> list[tuple[int, str, str]]:
     return list(RunEvent.objects.filter(run=run).order_by("seq").values_list("seq", "type", "node_id"))
 
 
-async def killed_mid_run(run: Run) -> None:
-    """Execute ``run`` until its worker 'dies': whatever the journal had not committed is lost."""
-    journal = DatabaseJournal(run_id=run.pk, owner="doomed-worker")
-    claimed = await journal.claim()
-    executor = RunExecutor(graph=claimed.graph, inputs={}, system={"run_id": str(run.pk)}, journal=journal)
-    with pytest.raises(Crash):
-        await asyncio.wait_for(executor.run(), timeout=30)
-    for task in (journal._writer, journal._publisher):  # no flush, no goodbye: as with kill -9
-        task.cancel()
-    await asyncio.wait_for(asyncio.gather(journal._writer, journal._publisher, return_exceptions=True), timeout=10)
-    await journal._call(_close_connection)
-    journal._thread.shutdown(wait=True)
+def crash_when(point: str, event: tuple[str, str]) -> CrashPoint:
+    """Kill the worker at ``point`` of the batch that holds ``event`` (type, node id)."""
+
+    def crash_at(at: str, events: list[tuple[int, str, str]]) -> bool:
+        return at == point and event in [(kind, node_id) for _, kind, node_id in events]
+
+    return crash_at
 
 
-def test_a_worker_killed_between_batches_resumes_without_running_a_succeeded_node_again():
-    graph = chain(start(), node("a", "test_flaky"), node("b", "test_flaky"), node("boom", "test_crash_once"), end())
-    run = make_run(graph)
-    asyncio.run(killed_mid_run(run))
+async def killed(run: Run, crash_at: CrashPoint) -> None:
+    """Execute ``run`` until the crash point kills its worker: what it had not committed is lost."""
+    journal = DatabaseJournal(run_id=run.pk, owner="doomed-worker", crash_at=crash_at)
+    try:
+        claimed = await journal.claim()
+        executor = RunExecutor(graph=claimed.graph, inputs={}, system={"run_id": str(run.pk)}, journal=journal)
+        with pytest.raises(WorkerKilled):
+            await asyncio.wait_for(executor.run(), timeout=30)
+    finally:
+        await journal.close()
+
+
+#: a and b act outside the run (test_flaky: its output counts its executions); greet computes.
+CRASH_GRAPH = chain(
+    start(),
+    node("a", "test_flaky"),
+    node("greet", "template", {"template": "after {{ a.n }}"}),
+    node("b", "test_flaky"),
+    end(a="{{ a.n }}", greet="{{ greet.text }}", b="{{ b.n }}"),
+)
+#: CRASH_GRAPH's history when nothing crashes.
+HISTORY = [("run.started", "")] + [
+    (kind, node_id) for node_id in ("start", "a", "greet", "b", "end") for kind in ("node.started", "node.succeeded")
+]
+HISTORY.append(("run.succeeded", ""))
+#: (where the worker dies, the event whose batch it dies with, an event that must be stored then,
+#: the executions of a and b once the run is resumed).
+CRASHES = [
+    # Before a acted, what came before it was stored; its lost success makes it act again.
+    (BEFORE_COMMIT, ("node.succeeded", "a"), ("node.succeeded", "start"), (2, 1)),
+    (AFTER_COMMIT, ("node.succeeded", "a"), ("node.succeeded", "a"), (1, 1)),
+    # greet's success (a computation) may wait for company, but not past b's acting.
+    (BEFORE_COMMIT, ("node.succeeded", "b"), ("node.succeeded", "greet"), (1, 2)),
+    (AFTER_COMMIT, ("node.succeeded", "b"), ("node.succeeded", "b"), (1, 1)),
+    (BEFORE_COMMIT, ("run.succeeded", ""), ("node.succeeded", "b"), (1, 1)),
+]
+
+
+@pytest.mark.parametrize(
+    ("point", "event", "kept", "executions"),
+    CRASHES,
+    ids=[f"{point}-{kind}-{node_id}" for point, (kind, node_id), _, _ in CRASHES],
+)
+def test_a_worker_killed_at_a_batch_leaves_a_prefix_stored_and_the_resumed_run_redoes_no_stored_success(
+    point, event, kept, executions
+):
+    run = make_run(CRASH_GRAPH)
+    asyncio.run(killed(run, crash_when(point, event)))
+
     events = stored(run)
-    assert ("node.succeeded", "b") in [(kind, node_id) for _, kind, node_id in events]
+    kinds = [(kind, node_id) for _, kind, node_id in events]
     assert [seq for seq, _, _ in events] == list(range(1, len(events) + 1))
-    Run.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert kinds == HISTORY[: len(kinds)]
+    assert kept in kinds
+    assert (event in kinds) == (point == AFTER_COMMIT)
+    run.refresh_from_db()
+    assert (run.status, run.last_seq) == ("running", len(events))
+    node_id = event[1] or "end"
+    stored_success = Task.objects.filter(run=run, node_id=node_id, status="succeeded").exists()
+    assert stored_success == (point == AFTER_COMMIT and node_id != "end")
 
+    Run.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     assert asyncio.run(run_execute(run_id=run.pk)) == "succeeded"
 
     key = str(run.pk)
-    assert (EXECUTIONS[(key, "a", "")], EXECUTIONS[(key, "b", "")], EXECUTIONS[(key, "boom", "")]) == (1, 1, 2)
-    events = stored(run)
-    assert [seq for seq, _, _ in events] == list(range(1, len(events) + 1))
-    assert [kind for _, kind, node_id in events if node_id == "a"] == ["node.started", "node.succeeded"]
-    assert events[-1][1] == "run.succeeded"
+    a, b = executions
+    assert (EXECUTIONS[(key, "a", "")], EXECUTIONS[(key, "b", "")]) == executions
     run.refresh_from_db()
-    assert run.last_seq == len(events)
-    assert dict(Task.objects.filter(run=run).values_list("node_id", "status")) == dict.fromkeys(
-        ["start", "a", "b", "boom", "end"], "succeeded"
-    )
+    assert run.outputs == {"a": a, "greet": f"after {a}", "b": b}
+    resumed = stored(run)
+    assert resumed[: len(events)] == events
+    assert [seq for seq, _, _ in resumed] == list(range(1, len(resumed) + 1))
+    assert run.last_seq == len(resumed)
+    assert set(Task.objects.filter(run=run).values_list("status", flat=True)) == {"succeeded"}
+
+
+def test_a_worker_killed_once_the_runs_end_is_stored_leaves_a_finished_run():
+    run = make_run(CRASH_GRAPH)
+    asyncio.run(killed(run, crash_when(AFTER_COMMIT, ("run.succeeded", ""))))
+    assert [(kind, node_id) for _, kind, node_id in stored(run)] == HISTORY
+    run.refresh_from_db()
+    assert (run.status, run.outputs, run.lease_owner) == ("succeeded", {"a": 1, "greet": "after 1", "b": 1}, "")
+    Run.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert asyncio.run(run_execute(run_id=run.pk)) is None
+    assert (EXECUTIONS[(str(run.pk), "a", "")], EXECUTIONS[(str(run.pk), "b", "")]) == (1, 1)
 
 
 def test_a_durable_record_returns_once_it_and_everything_before_it_is_stored():

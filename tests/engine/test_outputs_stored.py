@@ -4,7 +4,7 @@ PostgreSQL's jsonb refuses ``\\u0000`` and its text a NUL; a lone surrogate does
 NaN is not JSON. A run meeting one of them used to stay ``running`` until the reaper resumed it
 (sending its requests again) and finally failed it. Now the value is stored cleaned, the run
 ends, and a node with effects is executed exactly once, even when the database refuses what it
-returned.
+returned. On PostgreSQL and on SQLite (the embedded journal), like every ``journal`` test.
 """
 
 import asyncio
@@ -15,12 +15,10 @@ from django.db import connection
 from tests.engine.conftest import EXECUTIONS, chain, end, node, start
 from tests.engine.test_outputs import FFFD
 from tests.factories import RunFactory, UserFactory, WorkflowFactory
-from workflows.execution.services import run_execute
+from workflows.execution.runner import run_execute
 from workflows.models import Run, RunEvent, Task
 
-pytestmark = pytest.mark.django_db(transaction=True)
-#: What PostgreSQL refuses is the point; the embedded journal (SQLite) is checked by the others too.
-postgresql = pytest.mark.services
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.journal]
 
 #: What test_made's "refusable" output holds: the test's stand-in for anything the database refuses
 #: in a row after cleaning (a size, a limit of its own).
@@ -68,7 +66,6 @@ def database_refusing_a_word():
             cursor.execute(statement)
 
 
-@postgresql
 def test_an_http_answer_with_nul_nan_and_a_lone_surrogate_is_stored_cleaned_and_requested_once(
     fake_http, allow_loopback
 ):
@@ -90,7 +87,6 @@ def test_an_http_answer_with_nul_nan_and_a_lone_surrogate_is_stored_cleaned_and_
     assert [data["output"]["json"] for data in stored_events(run, "node.succeeded")[1:3]] == [None, clean_json]
 
 
-@postgresql
 def test_an_output_over_the_limit_fails_its_node_once_naming_the_limit(settings, fake_http, allow_loopback):
     settings.WEFT = {**settings.WEFT, "NODE_OUTPUT_MAX_BYTES": 1000}
     graph = chain(start(), node("call", "http_request", {"url": fake_http.url("/bytes?n=2000")}), end())
@@ -102,7 +98,6 @@ def test_an_output_over_the_limit_fails_its_node_once_naming_the_limit(settings,
     assert stored_task(run, "call").status == "failed"
 
 
-# Any database: SQLite (the embedded journal) could not store a lone surrogate either.
 def test_deltas_outputs_and_error_texts_are_stored_cleaned():
     graph = chain(
         start(),
@@ -118,7 +113,6 @@ def test_deltas_outputs_and_error_texts_are_stored_cleaned():
     assert run.outputs == {"text": f"a{FFFD}b", "error": f"refused: {FFFD} and {FFFD}"}
 
 
-@postgresql
 def test_a_run_failing_with_such_an_error_ends_failed_with_it_cleaned():
     run = run_now(chain(start(), node("refused", "test_made", {"error": True}), end()))
     assert run.status == "failed"

@@ -10,10 +10,12 @@ from tests.engine.conftest import EXECUTIONS, chain, edge, end, node, start
 from tests.factories import RunFactory, TaskFactory, UserFactory, WorkflowFactory
 from tests.threads import in_thread
 from workflows.execution import journal as journal_module
-from workflows.execution.services import run_cancel, run_execute, runs_reap
+from workflows.execution.reaper import runs_reap
+from workflows.execution.runner import run_execute
+from workflows.execution.services import run_cancel
 from workflows.models import Run, RunEvent, Task
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.journal]
 
 GRAPH = chain(
     start("city"),

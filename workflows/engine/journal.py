@@ -75,7 +75,11 @@ class Journal(Protocol):
 
 @dataclass
 class MemoryJournal:
-    """Keeps everything in memory. ``previous`` pretends to be the task rows of an earlier attempt."""
+    """Keeps everything in memory. ``previous`` pretends to be the task rows of an earlier attempt.
+
+    Each event keeps the task change it reported (``"task"``), so that the task rows as they stood
+    after any prefix of the events can be rebuilt (a crash there, resumed: the golden replays).
+    """
 
     previous: dict[tuple[str, str], TaskRecord] = field(default_factory=dict)
     events: list[dict] = field(default_factory=list)
@@ -92,7 +96,14 @@ class MemoryJournal:
         self, event_type: str, node_id: str, data: dict, task: TaskChange | None = None, *, durable: bool = False
     ) -> None:
         self.events.append(
-            {"seq": len(self.events) + 1, "type": event_type, "node": node_id, "data": data, "at": datetime.now(UTC)}
+            {
+                "seq": len(self.events) + 1,
+                "type": event_type,
+                "node": node_id,
+                "data": data,
+                "at": datetime.now(UTC),
+                "task": task,
+            }
         )
         if task is not None:
             self.tasks[(task.scope, task.node_id)] = task

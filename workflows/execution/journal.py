@@ -16,6 +16,10 @@ events (a ``node.started`` whose node was not done yet, the outcome of a computa
 template or code node: they run again on resume). Events are streamed after their batch
 commits, in ``seq`` order, by one publisher task.
 
+On PostgreSQL a batch is one statement (one round trip), its table and column names read from
+the models' ``_meta``; on another database (SQLite: the embedded mode) the ORM writes it in one
+transaction. The journal's tests (``pytest -m journal``) run on both: ``make test-journal-sqlite``.
+
 On PostgreSQL the batches before the run's end commit without waiting for the WAL flush (unless
 ``JOURNAL_SYNCHRONOUS_COMMIT``): a worker's crash loses nothing committed, a crash of the
 database server may lose the last fraction of a second (those nodes run again on resume), and
@@ -33,9 +37,11 @@ success a failure. Only a lost lease or a lost database stops the journal.
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -45,10 +51,17 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from workflows.engine.conf import engine_settings
-from workflows.engine.executor import LeaseLost
-from workflows.engine.journal import OutputNotStored, TaskChange, TaskRecord
-from workflows.engine.outputs import OutputInvalid, cleaned, json_text, storable_json
+from config.conf import weft_settings
+from workflows.engine import (
+    LeaseLost,
+    OutputInvalid,
+    OutputNotStored,
+    TaskChange,
+    TaskRecord,
+    cleaned,
+    json_text,
+    storable_json,
+)
 from workflows.models import Run, RunEvent, RunStatus, Task, TaskStatus
 
 from . import live
@@ -61,59 +74,116 @@ LINGER_S = 0.002
 #: Characters of the database's complaint kept in the error of an event written without its data.
 REASON_MAX_CHARS = 200
 
-#: A batch in one statement: the lease guard moves the run's last_seq, and the events and the task
-#: rows are written only through the row it returned (none: nothing is). ``{end}``, ``{close}``
-#: and ``{durable}`` are empty, except in the run's final batch (:data:`_WRITE_FINAL_SQL`).
-_BATCH_SQL = """
+#: Where a crash point (``DatabaseJournal(crash_at=...)``) may stop the journal as a killed worker
+#: stops: before a batch's transaction commits (nothing of the batch is stored) or after it did
+#: (all of it is, and nobody learns it: no waiter returns, nothing is streamed).
+BEFORE_COMMIT = "before commit"
+AFTER_COMMIT = "after commit"
+
+
+class WorkerKilled(Exception):
+    """A crash point stopped the journal: as after ``kill -9``, it writes and streams nothing more."""
+
+
+#: Asked at each point of each batch with the batch's events, ``(seq, type, node id)``: True kills
+#: the worker there. Tests use it to see what a crash leaves stored; in production there is none.
+CrashPoint = Callable[[str, list[tuple[int, str, str]]], bool]
+
+
+class _Names:
+    """A model's table and its fields' columns, quoted, and the fields' database types: from ``_meta``."""
+
+    def __init__(self, model):
+        self.meta = model._meta
+        self.table = connection.ops.quote_name(self.meta.db_table)
+
+    def __getitem__(self, field_name: str) -> str:
+        return connection.ops.quote_name(self.meta.get_field(field_name).column)
+
+    def type(self, field_name: str) -> str:
+        return self.meta.get_field(field_name).db_type(connection)
+
+    def columns(self, field_names: list[str]) -> str:
+        return ", ".join(self[name] for name in field_names)
+
+
+def _key(name: str) -> str:
+    """A key of the JSON rows a statement reads (a field's name), as ``jsonb_to_recordset`` names it."""
+    return connection.ops.quote_name(name)
+
+
+@functools.cache
+def _batch_sql(*, final: bool) -> str:
+    """A batch in one statement (PostgreSQL), its table and column names read from the models.
+
+    The lease guard moves the run's ``last_seq``, and the events and the task rows are written
+    only through the row it returned (none: nothing is). Each kind of row arrives as one JSON
+    array (a key per field), read by ``jsonb_to_recordset``; a task's output arrives as JSON text
+    of its own (cleaned and checked apart). The run's ``final`` batch also sets the run's end
+    with the guard; cancels the task rows still open that it does not write (those it writes
+    were closed before, in Python: one statement may not update a row twice); and its commit
+    waits for the WAL flush (``set_config(..., is_local => true)`` lasts until the statement's
+    own transaction commits).
+    """
+    runs, events, tasks = _Names(Run), _Names(RunEvent), _Names(Task)
+    event_fields = ["seq", "type", "node_id", "data", "at"]
+    replaced = ["status", "output_data", "error", "attempt", "retry_count", "events"]
+    row_fields = [*replaced, "started_at", "finished_at"]
+    created_fields = ["id", "node_id", "node_type", "scope", "name", *row_fields]
+    changed_fields = ["id", *row_fields]
+    as_text = {"output_data"}
+
+    def record(names: _Names, field_names: list[str], **extra: str) -> str:
+        kinds = {name: "text" if name in as_text else names.type(name) for name in field_names}
+        return ", ".join(f"{_key(name)} {kind}" for name, kind in {**kinds, **extra}.items())
+
+    def value(alias: str, names: _Names, name: str) -> str:
+        read = f"{alias}.{_key(name)}"
+        return f"{read}::{names.type(name)}" if name in as_text else read
+
+    end = ""
+    if final:
+        end = (
+            f", {runs['status']} = %s, {runs['outputs']} = %s::{runs.type('outputs')}, {runs['error']} = %s,"
+            f" {runs['finished_at']} = %s, {runs['updated_at']} = %s, {runs['lease_owner']} = '',"
+            f" {runs['lease_expires_at']} = NULL"
+        )
+    changed = [f"{tasks[name]} = {value('t', tasks, name)}" for name in replaced]
+    changed += [
+        f"{tasks['started_at']} = COALESCE({tasks.table}.{tasks['started_at']}, t.{_key('started_at')})",
+        f"{tasks['finished_at']} = CASE WHEN t.{_key('touch_finished')} THEN t.{_key('finished_at')}"
+        f" ELSE {tasks.table}.{tasks['finished_at']} END",
+    ]
+    # Every name is a model's, quoted; every value a parameter.
+    statement = f"""
 WITH moved AS (
-    UPDATE runs SET last_seq = %s{end} WHERE id = %s AND lease_owner = %s AND last_seq = %s RETURNING id
+    UPDATE {runs.table} SET {runs["last_seq"]} = %s{end}
+    WHERE {runs["id"]} = %s AND {runs["lease_owner"]} = %s AND {runs["last_seq"]} = %s
+    RETURNING {runs["id"]} AS id
 ), events AS (
-    INSERT INTO run_events (run_id, seq, type, node_id, data, at)
-    SELECT moved.id, e.seq, e.type, e.node_id, e.data, e.at
-    FROM moved, jsonb_to_recordset(%s::jsonb) AS e(seq integer, type text, node_id text, data jsonb, at timestamptz)
+    INSERT INTO {events.table} ({events["run"]}, {events.columns(event_fields)})
+    SELECT moved.id, {", ".join(value("e", events, name) for name in event_fields)}
+    FROM moved, jsonb_to_recordset(%s::jsonb) AS e({record(events, event_fields)})
 ), created AS (
-    INSERT INTO tasks (
-        id, run_id, node_id, node_type, scope, name, description, status, output_data, error,
-        attempt, retry_count, events, created_at, started_at, finished_at
+    INSERT INTO {tasks.table} (
+        {tasks["run"]}, {tasks["description"]}, {tasks["created_at"]}, {tasks.columns(created_fields)}
     )
-    SELECT t.id, moved.id, t.node_id, t.node_type, t.scope, t.name, '', t.status, t.output_data::jsonb, t.error,
-        t.attempt, t.retry_count, t.events, now(), t.started_at, t.finished_at
-    FROM moved, jsonb_to_recordset(%s::jsonb) AS t(
-        id uuid, node_id text, node_type text, scope text, name text, status text, output_data text,
-        error text, attempt integer, retry_count integer, events jsonb, started_at timestamptz,
-        finished_at timestamptz
-    )
+    SELECT moved.id, '', now(), {", ".join(value("t", tasks, name) for name in created_fields)}
+    FROM moved, jsonb_to_recordset(%s::jsonb) AS t({record(tasks, created_fields)})
 ), changed AS (
-    UPDATE tasks SET
-        status = t.status, output_data = t.output_data::jsonb, error = t.error, attempt = t.attempt,
-        retry_count = t.retry_count, events = t.events, started_at = COALESCE(tasks.started_at, t.started_at),
-        finished_at = CASE WHEN t.touch_finished THEN t.finished_at ELSE tasks.finished_at END
-    FROM moved, jsonb_to_recordset(%s::jsonb) AS t(
-        id uuid, status text, output_data text, error text, attempt integer, retry_count integer,
-        events jsonb, started_at timestamptz, finished_at timestamptz, touch_finished boolean
-    )
-    WHERE tasks.id = t.id
-){close}
-SELECT count(*) FROM moved{durable}
-"""
-_WRITE_BATCH_SQL = _BATCH_SQL.format(end="", close="", durable="")
-#: The run's end: its final fields with the guard; the task rows still open that this batch does
-#: not write are cancelled (those it writes were closed before, in Python: one statement may not
-#: update a row twice); and the commit of this one statement waits for the WAL flush
-#: (``set_config(..., is_local => true)`` lasts until the statement's own transaction commits).
-_WRITE_FINAL_SQL = _BATCH_SQL.format(
-    end=(
-        ", status = %s, outputs = %s::jsonb, error = %s, finished_at = %s, updated_at = %s,"
-        " lease_owner = '', lease_expires_at = NULL"
-    ),
-    close="""
-, closed AS (
-    UPDATE tasks SET status = %s, finished_at = %s
+    UPDATE {tasks.table} SET {", ".join(changed)}
+    FROM moved, jsonb_to_recordset(%s::jsonb) AS t({record(tasks, changed_fields, touch_finished="boolean")})
+    WHERE {tasks.table}.{tasks["id"]} = t.{_key("id")}
+)"""  # noqa: S608
+    if not final:
+        return f"{statement}\nSELECT count(*) FROM moved"
+    return f"""{statement}, closed AS (
+    UPDATE {tasks.table} SET {tasks["status"]} = %s, {tasks["finished_at"]} = %s
     FROM moved
-    WHERE tasks.run_id = moved.id AND tasks.status = ANY(%s) AND tasks.id <> ALL(%s::uuid[])
-)""",
-    durable=", (SELECT set_config('synchronous_commit', 'on', true)) AS durable",
+    WHERE {tasks.table}.{tasks["run"]} = moved.id AND {tasks.table}.{tasks["status"]} = ANY(%s)
+        AND {tasks.table}.{tasks["id"]} <> ALL(%s::{tasks.type("id")}[])
 )
+SELECT count(*) FROM moved, (SELECT set_config('synchronous_commit', 'on', true)) AS durable"""  # noqa: S608
 
 
 def claimable_condition(now) -> Q:
@@ -172,9 +242,12 @@ class _TaskWrite:
 
 
 class DatabaseJournal:
-    def __init__(self, *, run_id: uuid.UUID, owner: str):
+    """The journal of run ``run_id`` written by worker ``owner``; ``crash_at``: see :data:`CrashPoint`."""
+
+    def __init__(self, *, run_id: uuid.UUID, owner: str, crash_at: CrashPoint | None = None):
         self.run_id = run_id
         self.owner = owner
+        self.crash_at = crash_at
         self.workflow_id = None
         self.seq = 0
         self.committed = 0
@@ -218,12 +291,12 @@ class DatabaseJournal:
         claimable = Run.objects.filter(
             pk=self.run_id,
             cancel_requested=False,
-            dispatch_attempts__lt=engine_settings.MAX_DISPATCH_ATTEMPTS,
+            dispatch_attempts__lt=weft_settings.MAX_DISPATCH_ATTEMPTS,
         ).filter(claimable_condition(now))
         claimed = claimable.update(
             status=RunStatus.RUNNING,
             lease_owner=self.owner,
-            lease_expires_at=now + timedelta(seconds=engine_settings.LEASE_TTL_S),
+            lease_expires_at=now + timedelta(seconds=weft_settings.LEASE_TTL_S),
             dispatch_attempts=F("dispatch_attempts") + 1,
             started_at=Coalesce(F("started_at"), now),
             updated_at=now,
@@ -297,14 +370,11 @@ class DatabaseJournal:
             if not batch:
                 continue
             try:
+                self._crash_if_asked(BEFORE_COMMIT, batch)
                 await self._call(self._write_or_salvage, batch)
+                self._crash_if_asked(AFTER_COMMIT, batch)
             except Exception as exc:
-                # Nothing more is written: the next record (or the waiting ones) raise this.
-                self._broken = exc
-                for _, waiter in self._waiters:
-                    if not waiter.done():
-                        waiter.set_exception(exc)
-                self._waiters.clear()
+                self._stop(exc)
                 return
             self.committed = batch[-1].seq
             # The waiters first: the executor goes on before the publisher encodes the batch.
@@ -329,6 +399,18 @@ class DatabaseJournal:
                     for entry in batch
                 ]
             )
+
+    def _crash_if_asked(self, point: str, batch: list[_Entry]) -> None:
+        if self.crash_at is not None and self.crash_at(point, [(e.seq, e.event_type, e.node_id) for e in batch]):
+            raise WorkerKilled(f"Killed {point} of events {batch[0].seq}-{batch[-1].seq} of run {self.run_id}.")
+
+    def _stop(self, exc: Exception) -> None:
+        """Nothing more is written: the waiting records, and every one after them, raise ``exc``."""
+        self._broken = exc
+        for _, waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(exc)
+        self._waiters.clear()
 
     def _write_or_salvage(self, batch: list[_Entry]) -> None:
         """Write ``batch``; if the database refuses its data, write its events one by one, each it
@@ -358,7 +440,7 @@ class DatabaseJournal:
 
     def _write(self, batch: list[_Entry]) -> None:
         postgresql = connection.vendor == "postgresql"
-        asynchronous = postgresql and not engine_settings.JOURNAL_SYNCHRONOUS_COMMIT
+        asynchronous = postgresql and not weft_settings.JOURNAL_SYNCHRONOUS_COMMIT
         if postgresql:
             if asynchronous:
                 self._commit_without_flush()
@@ -535,17 +617,17 @@ class DatabaseJournal:
         if None in rows:
             return None
         if final is None:
-            return _WRITE_BATCH_SQL, [batch[-1].seq, *guard, *rows], known
+            return _batch_sql(final=False), [batch[-1].seq, *guard, *rows], known
         outputs = None if final["outputs"] is None else encode(final["outputs"])
         if (final["outputs"] is not None and outputs is None) or encode(final["error"]) is None:
             return None
         end = [final["status"], outputs, final["error"], at, at]
         written = [row["id"] for row in changed]
         closed = [TaskStatus.CANCELLED, at, list(OPEN_TASK_STATUSES), written]
-        return _WRITE_FINAL_SQL, [batch[-1].seq, *end, *guard, *rows, *closed], known
+        return _batch_sql(final=True), [batch[-1].seq, *end, *guard, *rows, *closed], known
 
     async def heartbeat(self) -> str:
-        renew = time.monotonic() - self._renewed >= engine_settings.HEARTBEAT_S
+        renew = time.monotonic() - self._renewed >= weft_settings.HEARTBEAT_S
         state = await self._call(self._heartbeat, renew)
         if renew and state != "lost":
             self._renewed = time.monotonic()
@@ -558,7 +640,7 @@ class DatabaseJournal:
         if renew:
             now = timezone.now()
             renewed = Run.objects.filter(pk=self.run_id, lease_owner=self.owner, status=RunStatus.RUNNING).update(
-                lease_expires_at=now + timedelta(seconds=engine_settings.LEASE_TTL_S)
+                lease_expires_at=now + timedelta(seconds=weft_settings.LEASE_TTL_S)
             )
             if not renewed:
                 return "lost"
@@ -594,7 +676,7 @@ class DatabaseJournal:
         if self._writer is not None:
             try:
                 await self.flush()
-            except LeaseLost:
+            except (LeaseLost, WorkerKilled):
                 pass
             except Exception:
                 logger.warning("Could not write the last events of run %s", self.run_id, exc_info=True)
