@@ -19,14 +19,17 @@ PYTEST_ARGS ?=
 NPROC := $(shell nproc 2>/dev/null || echo 1)
 XDIST := $(shell [ $(NPROC) -ge 2 ] && echo "-n auto")
 
-.PHONY: help run serve demo migrate collectstatic test lint bench clean venv install install-dev sandbox browser
+.PHONY: help run serve demo migrate collectstatic test test-journal-sqlite lint lint-js bench clean venv install install-dev lock sandbox browser
 
 help:
 	@echo "make run      create the venv, install, migrate SQLite, load the demo, serve on \$$PORT (default 8000)"
 	@echo "make test     install the dev tools and run the whole test suite (PYTEST_ARGS=... to pass options)"
-	@echo "make lint     ruff check and ruff format --check"
+	@echo "make test-journal-sqlite  the database journal's tests (marker journal) on SQLite, whatever DATABASE_URL says"
+	@echo "make lint     ruff check, ruff format --check and the import contracts (lint-imports)"
+	@echo "make lint-js  eslint over the console's JavaScript (npm ci from package-lock.json)"
 	@echo "make migrate  apply migrations to DATABASE_URL (default: var/weft.sqlite3)"
 	@echo "make bench    engine benchmarks"
+	@echo "make lock     compile requirements/*.in into the hashed lock files requirements/*.txt"
 	@echo "make clean    remove the venv, the SQLite database, collected static files and caches"
 
 # --- The virtualenv: created once, re-installed only when a requirements file changed. ---------
@@ -36,12 +39,14 @@ $(BIN)/python:
 
 venv: $(BIN)/python
 
-# A stamp holds the checksum of the requirements it was installed from.
+# A stamp holds the checksum of the requirements it was installed from. The .txt files are lock
+# files (`make lock`): every package, transitive ones too, pinned with its hashes, so pip installs
+# exactly those files or nothing (a package missing from the lock fails the install too).
 define install_from
 	@sum=$$(cat $(2) | sha256sum | cut -d' ' -f1); \
 	if [ "$$(cat $(VENV)/.$(1).sha256 2>/dev/null)" != "$$sum" ]; then \
 		echo "Installing requirements/$(1).txt into $(VENV)"; \
-		$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/$(1).txt; \
+		$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/$(1).txt; \
 		echo "$$sum" > $(VENV)/.$(1).sha256; \
 	fi
 endef
@@ -51,6 +56,18 @@ install: venv
 
 install-dev: install
 	$(call install_from,dev,requirements/base.txt requirements/dev.txt)
+
+# Compiles requirements/*.in (the direct dependencies, pinned by hand) into the lock files. It
+# resolves against the public index alone, whatever this machine's pip configuration adds (local
+# indexes, wheel folders), so that the hashes are those of the files every machine downloads.
+# Existing pins are kept; to upgrade one, change its .in pin, or add PIP_COMPILE_ARGS=--upgrade-package=NAME.
+PIP_COMPILE_ARGS ?=
+PIP_COMPILE = env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null \
+	$(abspath $(BIN))/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras $(PIP_COMPILE_ARGS)
+
+lock: install-dev
+	cd requirements && $(PIP_COMPILE) --output-file=base.txt base.in
+	cd requirements && $(PIP_COMPILE) --output-file=dev.txt dev.in
 
 # --- Running it --------------------------------------------------------------------------------
 
@@ -102,14 +119,30 @@ serve: install $(ENV_FILE)
 test: install-dev sandbox browser
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
+# The journal writes a batch in one SQL statement on PostgreSQL and through the ORM elsewhere: its
+# tests run on both. Here on SQLite without Redis, as on a laptop (the embedded mode, the one that
+# uses SQLite), so no service is required.
+test-journal-sqlite: install-dev
+	env DATABASE_URL=sqlite:///$(CURDIR)/var/test-journal.sqlite3 REDIS_URL= WEFT_REQUIRE_SERVICES= \
+		$(BIN)/python -m pytest -m journal $(PYTEST_ARGS)
+
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
+
+# The console's JavaScript, with eslint's recommended rules (eslint.config.js), installed by npm
+# from package-lock.json again only when the lock changed.
+node_modules/.package-lock.json: package-lock.json
+	npm ci --no-audit --no-fund
+
+lint-js: node_modules/.package-lock.json
+	npx --no-install eslint static/console eslint.config.js
 
 # Meant for PostgreSQL + Redis (DATABASE_URL, REDIS_URL); falls back to SQLite with a warning.
 bench: install-dev
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) var/weft.sqlite3* staticfiles .pytest_cache .ruff_cache .hypothesis bench-results.json
+	rm -rf $(VENV) node_modules var/weft.sqlite3* staticfiles .pytest_cache .ruff_cache .hypothesis bench-results.json
 	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +

@@ -19,8 +19,8 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from workflows.engine.errors import EngineError, NonRetryableError, RunCancelled
-from workflows.engine.llm_client import LLMClient
+from observability.metrics import llm_tokens_count
+from workflows.engine import EngineError, LLMClient, NonRetryableError, RunCancelled
 
 from .models import Agent
 from .rate_limits import provider_rate_limit_acquire
@@ -146,7 +146,7 @@ async def agent_loop_run(
         names.add(function_name)
         by_function[function_name] = tool
         definitions.append(tool_definition(tool, function_name=function_name))
-    client = LLMClient.for_provider(spec.provider)
+    client = LLMClient.for_provider(spec.provider, on_usage=llm_tokens_count)
     conversation = list(messages)
     added: list[dict] = []
     steps: list[dict] = []

@@ -14,11 +14,11 @@ import math
 from dataclasses import dataclass
 
 from asgiref.sync import async_to_sync, sync_to_async
-from django.conf import settings
 from django.db import transaction
 
+from config.conf import weft_settings
 from config.errors import InvalidInput, RateLimited, WeftError
-from workflows.engine.errors import NonRetryableError, RetryableError
+from workflows.engine import NonRetryableError, RetryableError
 
 from .agent_loop import (
     AgentBudgetExceeded,
@@ -35,7 +35,6 @@ from .services import message_create
 from .tools_runtime import tool_runnable_get
 
 CHAT_HISTORY_MESSAGES = 40
-DEFAULT_CHAT_TIMEOUT_S = 60.0
 
 
 class AgentChatFailed(WeftError):
@@ -63,10 +62,6 @@ class ChatTurn:
     text: str
     steps: list[dict]
     usage: dict
-
-
-def _chat_timeout_s() -> float:
-    return float(getattr(settings, "WEFT", {}).get("AGENT_CHAT_TIMEOUT_S", DEFAULT_CHAT_TIMEOUT_S))
 
 
 def _history(session: Session) -> list[dict]:
@@ -125,7 +120,7 @@ def session_chat(*, session: Session, user, content: str) -> ChatTurn:
     messages = [{"role": "system", "content": spec.system_prompt}] if spec.system_prompt else []
     messages += _history(session)
     messages.append({"role": "user", "content": content})
-    timeout_s = _chat_timeout_s()
+    timeout_s = float(weft_settings.AGENT_CHAT_TIMEOUT_S)
     try:
         result = async_to_sync(_run_turn)(spec=spec, messages=messages, timeout_s=timeout_s)
     except TimeoutError as exc:

@@ -34,9 +34,16 @@ from django.utils import timezone
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from workflows.engine.errors import NonRetryableError, RetryableError
-from workflows.engine.graph import GraphIssue
-from workflows.engine.net import guarded_async_client, outbound_errors, outbound_policy, parse_retry_after, read_limited
+from workflows.engine import (
+    GraphIssue,
+    NonRetryableError,
+    RetryableError,
+    guarded_async_client,
+    outbound_errors,
+    outbound_policy,
+    parse_retry_after,
+    read_limited,
+)
 
 from .models import Agent, Tool
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from django.db import connection
 
-from workflows.execution.services import run_execute
+from workflows.execution.runner import run_execute
 from workflows.models import Run, RunEvent, Workflow
 from workflows.services import workflow_create
 
@@ -245,9 +245,9 @@ def noisy_neighbour(ctx, workflow: Workflow) -> dict:
     a run submitted while that loop is held waits for it, so the figure shows any hold. The
     samples are those submitted while the heavy run is still executing (median).
     """
-    from workflows.execution.embedded import EmbeddedEngine
+    from workflows.execution.run_loop import RunLoop
 
-    engine = EmbeddedEngine(reaper=False, name="bench-noisy-neighbour")
+    engine = RunLoop(reaper=False, name="bench-noisy-neighbour")
     trivial = _graphs.template_chain(1)
 
     def latency() -> float:

@@ -9,8 +9,7 @@ user holds every worker their share allows with calls that sleep.
 import asyncio
 import time
 
-from workflows.engine.sandbox import Limits, jail, run_code
-from workflows.engine.sandbox.pool import SandboxPool
+from workflows.engine.sandbox import Limits, SandboxPool, isolation_status, run_code
 
 ORDER = 11
 CALLS = 300
@@ -19,7 +18,7 @@ SLEEPER = "import time\ndef main():\n    time.sleep(2)\n    return {}"
 
 
 def run(ctx) -> list[dict]:
-    state = jail.status()
+    state = isolation_status()
     if not state["isolated"]:
         ctx.warn(f"the sandbox cannot isolate code here: {state['problem']}")
         return [ctx.result("sandbox_call_ms", None, "ms", note=state["problem"])]

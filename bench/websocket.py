@@ -12,7 +12,7 @@ the event's ``at`` (when the engine recorded it; same clock); delivery is the fr
 import asyncio
 import multiprocessing
 
-from workflows.execution.services import run_execute
+from workflows.execution.runner import run_execute
 from workflows.models import Run, RunEvent, Workflow
 
 from . import _graphs

@@ -21,14 +21,14 @@ from workflows.execution.fanout import DirectSocketMiddleware  # noqa: E402
 if settings.EMBEDDED:
     # Embedded mode: this server process is also the worker. Starting the engine now lets its
     # reaper resume runs a previous process left running, before anyone starts a new one.
-    from workflows.execution.embedded import embedded_engine
+    from workflows.execution.run_loop import server_run_loop
     from workflows.schedules.embedded import schedule_ticker
 
-    embedded_engine.start()
+    server_run_loop.start()
     schedule_ticker.start()
 
 # SIGTERM: hand the embedded engine's runs back, and exit within seconds (config/shutdown.py).
-stop_with_server(engine=embedded_engine if settings.EMBEDDED else None)
+stop_with_server(engine=server_run_loop if settings.EMBEDDED else None)
 
 # TrustedProxyMiddleware outside all: the client's address comes from a trusted proxy's header only
 # (config/proxy.py), for HTTP and websockets alike.

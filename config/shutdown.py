@@ -6,13 +6,15 @@ then waits for that thread forever. So once the reactor has stopped, the process
 EXIT_GRACE_S even if such threads remain (the code sandbox's workers are stopped first).
 
 In embedded mode the engine is stopped before the reactor (its runs handed back, see
-workflows.execution.embedded), on a thread: the reactor's own is async, no database there.
+workflows.execution.run_loop), on a thread: the reactor's own is async, no database there.
 """
 
 import logging
 import os
 import sys
 import threading
+
+from workflows.engine.sandbox import shutdown as sandbox_shutdown
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +41,6 @@ def _exit_soon() -> None:
 def _exit_if_stuck() -> None:
     """Exit after EXIT_GRACE_S unless the process has ended by then (this thread is a daemon)."""
     threading.Event().wait(EXIT_GRACE_S)
-    from workflows.engine.sandbox.pool import shutdown as sandbox_shutdown
-
     busy = [thread.name for thread in threading.enumerate() if not thread.daemon and thread.is_alive()]
     logger.warning("Exiting with %d thread(s) still busy (requests cut short by the shutdown).", len(busy))
     try:

@@ -8,14 +8,12 @@ own round after the model answered (never when it failed). What is loaded is the
 estimated locally). What is stored is cut at ``max_chars_per_message`` characters per side.
 """
 
-import uuid
 from dataclasses import dataclass
 
 from django.db.models import QuerySet
 
-from licensing.models import EnabledStatus, License
-from workflows.engine.llm_client import estimate_message_tokens
-from workflows.models import Run
+from config.db import on_db_thread
+from workflows.engine import estimate_message_tokens
 
 from .models import WorkflowNodeHistory
 
@@ -42,15 +40,29 @@ class MemoryScope:
         )
 
 
-def memory_scope_for_run(*, run_id, node_id: str) -> MemoryScope | None:
-    """The scope of ``node_id`` in this run; None when the run has no chat_id or runs no released version."""
-    row = Run.objects.filter(pk=run_id).values_list("flow_id", "app_id", "chat_id", "uid").first()
-    if row is None:
-        return None
-    flow_id, app_id, chat_id, uid = row
-    if flow_id is None or not chat_id:
-        return None
-    return MemoryScope(flow_id=flow_id, app_id=app_id, chat_id=chat_id, node_id=node_id, uid=uid)
+@dataclass(frozen=True)
+class RunConversation:
+    """The conversation a run continues, as the engine's ``ConversationMemory`` port (one per run).
+
+    Built by the execution layer from the run (``workflows.execution.ports``); each call runs on
+    a database thread of its own.
+    """
+
+    flow_id: int
+    app_id: int | None
+    chat_id: str
+    uid: str = ""
+
+    def scope(self, node_id: str) -> MemoryScope:
+        return MemoryScope(
+            flow_id=self.flow_id, app_id=self.app_id, chat_id=self.chat_id, node_id=node_id, uid=self.uid
+        )
+
+    async def load(self, *, node_id: str, limits: dict) -> list[dict]:
+        return await on_db_thread(memory_load)(scope=self.scope(node_id), **limits)
+
+    async def append(self, *, node_id: str, question: str, answer: str, limits: dict) -> None:
+        await on_db_thread(memory_append)(scope=self.scope(node_id), question=question, answer=answer, **limits)
 
 
 def memory_load(
@@ -97,16 +109,3 @@ def _truncated(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[: max(limit - len(TRUNCATED_MARK), 0)] + TRUNCATED_MARK
-
-
-def memory_rounds_for_app(
-    *, app, chat_id: str, workflow: uuid.UUID | None = None, node: str | None = None
-) -> QuerySet[WorkflowNodeHistory]:
-    """The app's rounds of ``chat_id``, oldest first, of workflows it holds an enabled license for."""
-    licensed = License.objects.filter(app=app, status=EnabledStatus.ENABLED).values("group_id")
-    rounds = WorkflowNodeHistory.objects.filter(app=app, chat_id=chat_id, flow__workflow__in=licensed)
-    if workflow is not None:
-        rounds = rounds.filter(flow__workflow=workflow)
-    if node is not None:
-        rounds = rounds.filter(node_id=node)
-    return rounds.select_related("flow").order_by("create_time", "id")

@@ -8,7 +8,7 @@ class WorkflowNodeHistory(models.Model):
     """One question/answer round of an llm node with memory, per (flow, chat, node, uid)."""
 
     flow = models.ForeignKey(
-        "workflows.Flow",
+        "workflows.WorkflowVersion",
         on_delete=models.CASCADE,
         null=True,
         blank=True,

@@ -12,7 +12,6 @@ import json
 from collections.abc import AsyncIterator
 
 from channels.db import database_sync_to_async
-from django.conf import settings
 from django.core.cache import cache
 from django.http import StreamingHttpResponse
 from django.urls import reverse
@@ -28,9 +27,9 @@ from rest_framework.views import APIView
 from config.api.pagination import PageNumberPagination
 from config.api.responses import RUN_QUOTA_429
 from config.api.throttling import ClientAddressThrottle, throttle_rate_parse
+from config.conf import weft_settings
 from config.errors import Forbidden, NotFound, RateLimited
 from config.rate_limits import rate_limit_hit
-from history.memory import memory_rounds_for_app
 from workflows.execution import live
 from workflows.execution import services as execution
 from workflows.models import ReleaseChannel, Run, RunTrigger, Workflow
@@ -45,8 +44,8 @@ from .app_serializers import (
 )
 from .authentication import AppCredentialsAuthentication, AppPrincipal
 from .models import App, EnabledStatus, License
+from .selectors import memory_rounds_for_app
 
-DEFAULT_APP_RATE_LIMIT_PER_MINUTE = 600
 #: Failed authentications allowed per client address; ``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]``
 #: can set it as ``app_auth_failure``.
 DEFAULT_APP_AUTH_FAILURE_RATE = "30/min"
@@ -56,9 +55,7 @@ SSE_FINAL_EVENT = "run.finished"
 
 
 def app_rate_limit_check(*, app: App) -> None:
-    limit = app.rate_limit_per_minute or settings.WEFT.get(
-        "APP_RATE_LIMIT_PER_MINUTE", DEFAULT_APP_RATE_LIMIT_PER_MINUTE
-    )
+    limit = app.rate_limit_per_minute or weft_settings.APP_RATE_LIMIT_PER_MINUTE
     decision = rate_limit_hit(key=f"app:{app.pk}", limit=limit, window_s=60)
     if not decision.allowed:
         raise RateLimited(f"This app may make {limit} calls a minute.", retry_after=decision.retry_after, limit=limit)

@@ -18,6 +18,8 @@ import redis
 from django.conf import settings
 from django.db import connection
 
+from workflows.engine.sandbox import isolation_required, isolation_status
+
 logger = logging.getLogger(__name__)
 
 REDIS_TIMEOUT_S = 1.0
@@ -64,10 +66,7 @@ def _channel_layer() -> str:
 
 
 def _sandbox() -> str:
-    from workflows.engine.sandbox import jail
-    from workflows.engine.sandbox.pool import isolation_required
-
-    if jail.status()["isolated"]:
+    if isolation_status()["isolated"]:
         return OK
     if not isolation_required():
         return UNISOLATED
@@ -79,9 +78,7 @@ CHECKS = {"database": _database, "broker": _broker, "channel_layer": _channel_la
 
 def problems() -> dict[str, str]:
     """What keeps a part from working, in words an operator acts on (only the sandbox says more than down)."""
-    from workflows.engine.sandbox import jail
-
-    state = jail.status()
+    state = isolation_status()
     return {} if state["isolated"] else {"sandbox": state["problem"]}
 
 

@@ -22,7 +22,6 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 logger = logging.getLogger(__name__)
@@ -146,57 +145,15 @@ def multiprocess_dir() -> str:
     return os.environ.get(MULTIPROC_DIR_VARIABLE, "")
 
 
-class _ScrapeTimeCollector:
-    """Gauges read when scraped: the Celery queue's length and the runs pending and running."""
-
-    def collect(self):
-        depth = GaugeMetricFamily(
-            "weft_queue_depth", "Run messages waiting in the Celery queue (0 in embedded mode).", labels=["queue"]
-        )
-        try:
-            queue, length = queue_depth()
-            depth.add_metric([queue], length)
-        except Exception:
-            logger.warning("Could not read the queue depth for /metrics.", exc_info=True)
-        yield depth
-        runs = GaugeMetricFamily("weft_runs", "Runs now pending or running (database count).", labels=["status"])
-        try:
-            for status, count in runs_by_open_status().items():
-                runs.add_metric([status], count)
-        except Exception:
-            logger.warning("Could not count the open runs for /metrics.", exc_info=True)
-        yield runs
+#: Collectors read at each scrape (gauges of what the database or the broker holds now), registered by the
+#: apps that own what they count (``scrape_collector_register``).
+_scrape_collectors: list = []
 
 
-def queue_depth() -> tuple[str, int]:
-    """The Celery queue's name and its length in Redis (every priority list of it); 0 in embedded mode."""
-    from django.conf import settings
-
-    from config.celery import app
-
-    queue = app.conf.task_default_queue
-    if settings.EMBEDDED:
-        return queue, 0
-    from kombu.transport.redis import PRIORITY_STEPS, Channel
-
-    from config.redis_connection import redis_client
-
-    keys = [queue] + [f"{queue}{Channel.sep}{step}" for step in PRIORITY_STEPS if step]
-    pipeline = redis_client().pipeline(transaction=False)
-    for key in keys:
-        pipeline.llen(key)
-    return queue, sum(pipeline.execute())
-
-
-def runs_by_open_status() -> dict[str, int]:
-    from django.db.models import Count
-
-    from workflows.models import Run, RunStatus
-
-    counts = dict.fromkeys((RunStatus.PENDING.value, RunStatus.RUNNING.value), 0)
-    rows = Run.objects.filter(status__in=list(counts)).values_list("status").annotate(count=Count("pk")).order_by()
-    counts.update(dict(rows))
-    return counts
+def scrape_collector_register(collector) -> None:
+    """Add a collector (``collect()`` yields metric families) that each scrape reads, after the process's metrics."""
+    if collector not in _scrape_collectors:
+        _scrape_collectors.append(collector)
 
 
 class _Scrape:
@@ -208,7 +165,8 @@ class _Scrape:
             yield from MultiProcessCollector(None, path=directory).collect()
         else:
             yield from REGISTRY.collect()
-        yield from _ScrapeTimeCollector().collect()
+        for collector in _scrape_collectors:
+            yield from collector.collect()
 
 
 def exposition() -> bytes:

@@ -1,6 +1,6 @@
 """A run's execution, watched: its span and node spans, its log context, its metrics.
 
-``workflows.execution.services.run_execute`` wraps the run's journal in :func:`run_observed`;
+``workflows.execution.runner.run_execute`` wraps the run's journal in :func:`run_observed`;
 everything here is derived from the events the executor reports (``run.started``,
 ``node.started``, ``node.retrying``, ``node.succeeded``, ``node.failed``, ``node.skipped``, the
 final ``run.<status>``), on the loop, before they are handed to the journal. Per event that is a

@@ -90,7 +90,7 @@ def isolated_cache(settings):
 def embedded_runs_finish():
     """A run a test started in the embedded engine ends before the test's database goes away."""
     yield
-    from workflows.execution.embedded import embedded_engine
+    from workflows.execution.run_loop import server_run_loop
 
-    if not embedded_engine.wait_idle(timeout=30):
+    if not server_run_loop.wait_idle(timeout=30):
         pytest.fail("A run started by this test was still executing 30 s after it ended.")

@@ -10,9 +10,9 @@ from agents.models import Agent, LLMProvider, Message, Session, SessionWorkflow,
 from history.models import AuditLog, UsageMetric, WorkflowNodeHistory
 from licensing.models import App, AppSource, License
 from templates.models import WorkflowTemplate
+from workflows.engine import NodePorts
 from workflows.models import (
     Edge,
-    Flow,
     Node,
     Run,
     RunEvent,
@@ -21,6 +21,7 @@ from workflows.models import (
     Workflow,
     WorkflowMember,
     WorkflowSnapshot,
+    WorkflowVersion,
 )
 
 SIMPLE_GRAPH = {
@@ -81,9 +82,9 @@ class EdgeFactory(factory.django.DjangoModelFactory):
     target_node = factory.SubFactory(NodeFactory, workflow=factory.SelfAttribute("..workflow"))
 
 
-class FlowFactory(factory.django.DjangoModelFactory):
+class WorkflowVersionFactory(factory.django.DjangoModelFactory):
     class Meta:
-        model = Flow
+        model = WorkflowVersion
 
     workflow = factory.SubFactory(WorkflowFactory)
     name = factory.LazyAttribute(lambda o: o.workflow.name[:128])
@@ -244,7 +245,7 @@ class WorkflowNodeHistoryFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = WorkflowNodeHistory
 
-    flow = factory.SubFactory(FlowFactory)
+    flow = factory.SubFactory(WorkflowVersionFactory)
     node_id = "llm"
     uid = "user-1"
     chat_id = "chat-1"
@@ -269,3 +270,13 @@ class UsageMetricFactory(factory.django.DjangoModelFactory):
     user = factory.SubFactory(UserFactory)
     tokens_in = 10
     tokens_out = 20
+
+
+def owner_ports(workflow) -> NodePorts:
+    """The ports a run of ``workflow`` gets for the nodes that use its owner's providers, tools and agents."""
+    owner_id = workflow.owner_id
+
+    async def owner():
+        return owner_id
+
+    return NodePorts(owner_id=owner)

@@ -21,7 +21,6 @@ from rest_framework.test import APIClient
 
 from tests.factories import (
     AgentFactory,
-    FlowFactory,
     LicenseFactory,
     MessageFactory,
     RunFactory,
@@ -33,6 +32,7 @@ from tests.factories import (
     WorkflowFactory,
     WorkflowMemberFactory,
     WorkflowTemplateFactory,
+    WorkflowVersionFactory,
 )
 
 # Admin pages rendered for up to this many rows of each model.
@@ -130,7 +130,7 @@ def own_rows_of_every_kind(user, other_user) -> None:
     WorkflowMemberFactory(workflow=workflow, user=other_user, role="viewer")
     run = RunFactory(workflow=workflow)
     TaskFactory(run=run)
-    FlowFactory(workflow=workflow)
+    WorkflowVersionFactory(workflow=workflow)
     ScheduledWorkflowFactory(workflow=workflow)
     session = SessionFactory(owner=user)
     MessageFactory(session=session)

@@ -6,4 +6,10 @@ class WorkflowsConfig(AppConfig):
     verbose_name = "Workflows"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401 - registers the system checks
+        # The system checks, and the API schema of the DSL's graph fields.
+        from observability.metrics import scrape_collector_register
+
+        from . import checks, openapi  # noqa: F401
+        from .execution.metrics import RunsCollector
+
+        scrape_collector_register(RunsCollector())

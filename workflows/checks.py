@@ -2,14 +2,13 @@
 
 from django.core.checks import Tags, Warning, register
 
+from workflows.engine.sandbox import isolation_required, isolation_status
+
 
 @register(Tags.security)
 def sandbox_isolation(app_configs, **kwargs):
     """weft.W010: code nodes cannot be isolated on this machine (bubblewrap or libseccomp missing)."""
-    from workflows.engine.sandbox import jail
-    from workflows.engine.sandbox.pool import isolation_required
-
-    state = jail.status()
+    state = isolation_status()
     if state["isolated"]:
         return []
     required = isolation_required()

@@ -5,6 +5,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone as django_timezone
 
 
 class WorkflowStatus(models.TextChoices):
@@ -142,8 +143,11 @@ class ReleaseChannel(models.IntegerChoices):
     MARKETPLACE = 4, "Marketplace"
 
 
-class Flow(models.Model):
-    """One immutable published version of a workflow group (seed ``flow``).
+class WorkflowVersion(models.Model):
+    """One immutable published version of a workflow (the API's "version"; the seed's ``flow`` table).
+
+    A ``Workflow`` is the lineage (the seed's and the app API's ``group``): its draft, its members
+    and its versions. Publishing freezes the draft into one of these rows.
 
     ``data`` is the draft as it was when published; ``release_data`` is what clients run.
     The semver parts are stored as integers so that "latest" is numeric, never string order.
@@ -247,7 +251,7 @@ class Run(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="runs")
-    flow = models.ForeignKey(Flow, on_delete=models.SET_NULL, null=True, blank=True, related_name="runs")
+    flow = models.ForeignKey(WorkflowVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="runs")
     version = models.CharField(max_length=128, blank=True, default="")
     graph = models.JSONField(default=dict)
     agent = models.ForeignKey("agents.Agent", on_delete=models.SET_NULL, null=True, blank=True, related_name="runs")
@@ -398,7 +402,7 @@ class ScheduledWorkflow(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="schedules")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="schedules")
-    flow = models.ForeignKey(Flow, on_delete=models.PROTECT, null=True, blank=True, related_name="schedules")
+    flow = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="schedules")
     name = models.CharField(max_length=255, blank=True, default="")
     cron_expression = models.CharField(max_length=255)
     timezone = models.CharField(max_length=64, default="UTC")
@@ -410,9 +414,12 @@ class ScheduledWorkflow(models.Model):
     last_execution_at = models.DateTimeField(null=True, blank=True)
     last_execution_status = models.CharField(max_length=20, choices=ExecutionStatus.choices, blank=True, default="")
     last_error_message = models.TextField(blank=True, default="")
-    periodic_task = models.OneToOneField(
-        "django_celery_beat.PeriodicTask", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
+    # When the schedule last took effect (created, resumed, a new workflow, cron or time zone):
+    # ticks before it do not fire, and failures before it do not count towards the pause.
+    effective_from = models.DateTimeField(default=django_timezone.now)
+    # The next tick to fire (UTC): the firing turn claims a schedule by moving it forward, from the
+    # value it read, past now (workflows/schedules/services.py). Null until the schedule is saved.
+    next_fire_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -421,6 +428,7 @@ class ScheduledWorkflow(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["status", "workflow"], name="idx_scheduled_status_workflow"),
+            models.Index(fields=["status", "next_fire_at"], name="idx_scheduled_status_next_fire"),
         ]
         constraints = [
             models.CheckConstraint(

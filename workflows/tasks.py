@@ -1,7 +1,7 @@
 """Celery tasks of the workflows app: execute a run, reap runs whose worker is gone.
 
 A worker runs with the threads pool (see config/celery.py and platform/Procfile): each task
-thread hands its run to the process's one event loop (``worker_engine``) and waits for its end
+thread hands its run to the process's one event loop (``worker_run_loop``) and waits for its end
 before the message is acknowledged (acks late). A run waiting for a retry's backoff or a slow
 answer is only a suspended coroutine on that loop, so it blocks neither a thread's other work
 nor any other run. If the worker dies (kill -9), the run's lease expires and the reaper
@@ -26,9 +26,20 @@ a prefork child finishes its run first).
 
 import logging
 import threading
+from dataclasses import asdict
 
 from celery import shared_task
 from celery.signals import task_received, worker_init, worker_process_init, worker_ready, worker_shutting_down
+
+from workflows.execution import fairness
+from workflows.execution.dispatch import RUN_EXECUTE_TASK
+from workflows.execution.fairness import run_deferral, run_following, run_turn
+from workflows.execution.holds import worker_holds
+from workflows.execution.reaper import runs_reap
+from workflows.execution.run_loop import worker_run_loop
+from workflows.execution.runner import runs_hand_back, worker_name
+from workflows.retention import retention_purge
+from workflows.usage import usage_sweep
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +53,6 @@ def _engine_start_in_child(**kwargs) -> None:
 @worker_init.connect
 def _holds_start(**kwargs) -> None:
     """Before the first message comes: the process that receives messages holds their runs."""
-    from workflows.execution.holds import worker_holds
-    from workflows.execution.services import worker_name
-
     worker_holds.start(owner=worker_name())
 
 
@@ -55,9 +63,7 @@ def _engine_start_in_worker(sender=None, **kwargs) -> None:
     if pool is not None and type(pool).__module__.endswith(".prefork"):
         return
     if pool is not None:
-        from workflows.execution.fairness import worker_start
-
-        worker_start(concurrency=pool.num_processes)
+        fairness.worker_start(concurrency=pool.num_processes)
     _engine_start()
 
 
@@ -65,8 +71,6 @@ def _engine_start_in_worker(sender=None, **kwargs) -> None:
 def _run_hold(request=None, **kwargs) -> None:
     """A run's message is here, to execute now or after its countdown: hold the run for this worker."""
     if request is not None and request.name == run_execute_task.name and request.args:
-        from workflows.execution.holds import worker_holds
-
         worker_holds.take(request.args[0])
 
 
@@ -76,18 +80,13 @@ def _runs_hand_back(**kwargs) -> None:
 
     Called in the signal handler: the database work is done on a thread of its own.
     """
-    from workflows.execution.fairness import worker_shares
-
-    worker_shares.stop()
+    fairness.worker_shares.stop()
     threading.Thread(target=_hand_back, name="weft-hand-back", daemon=True).start()
 
 
 def _hand_back() -> None:
     """Release this worker's holds (their runs are dispatched again at once) and its runs' leases (each task
     thread dispatches its run again once it has stopped, see ``_runs_execute``)."""
-    from workflows.execution.holds import worker_holds
-    from workflows.execution.services import runs_hand_back
-
     try:
         for run_id in worker_holds.release():
             run_execute_task.apply_async(args=[str(run_id)])
@@ -100,12 +99,10 @@ def _hand_back() -> None:
 
 def _engine_start() -> None:
     """Start the loop (and the code sandbox's warm processes) now, not with the first run."""
-    from workflows.execution.embedded import worker_engine
-
-    worker_engine.start()
+    worker_run_loop.start()
 
 
-@shared_task(name="workflows.run_execute", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@shared_task(name=RUN_EXECUTE_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_execute_task(run_id: str, deferrals: int = 0) -> str | None:
     """Execute run ``run_id`` in this worker (a resumed run skips the nodes that succeeded), in a place of its user.
 
@@ -114,14 +111,12 @@ def run_execute_task(run_id: str, deferrals: int = 0) -> str | None:
     takes it from their line here first. Returns the final status of the last run executed in
     this place (None: none was).
     """
-    from workflows.execution.fairness import run_deferral, run_turn, worker_shares
-
-    if worker_shares.stopping:
+    if fairness.worker_shares.stopping:
         # A message taken (prefetched) after the warm shutdown began: another worker executes it.
         run_execute_task.apply_async(args=[run_id], kwargs={"deferrals": deferrals})
         return None
-    with worker_shares.thread_busy():
-        turn = run_turn(run_id=run_id, shares=worker_shares)
+    with fairness.worker_shares.thread_busy():
+        turn = run_turn(run_id=run_id, shares=fairness.worker_shares)
         if turn.defer:
             countdown = run_deferral(run_id=run_id, turn=turn, deferrals=deferrals)
             run_execute_task.apply_async(args=[run_id], kwargs={"deferrals": deferrals + 1}, countdown=countdown)
@@ -130,22 +125,19 @@ def run_execute_task(run_id: str, deferrals: int = 0) -> str | None:
         try:
             return _runs_execute(first=run_id, user_id=turn.user_id)
         finally:
-            worker_shares.give_back(turn.user_id)
+            fairness.worker_shares.give_back(turn.user_id)
 
 
 def _runs_execute(*, first, user_id: int | None) -> str | None:
     """Execute ``first``, then the runs of the user's line while the worker has a thread to spare; then hand the
     next one, if any, to the queue."""
-    from workflows.execution.embedded import worker_engine
-    from workflows.execution.fairness import run_following, worker_shares
-
     run_id, status = first, None
     while run_id is not None:
-        status = worker_engine.submit(run_id).result()
-        if status == "lost" and worker_shares.stopping:  # handed back: stopped here, to resume elsewhere
+        status = worker_run_loop.submit(run_id).result()
+        if status == "lost" and fairness.worker_shares.stopping:  # handed back: stopped here, to resume elsewhere
             run_execute_task.apply_async(args=[str(run_id)])
-        run_id = run_following(user_id=user_id, shares=worker_shares)
-    handed_over = run_following(user_id=user_id, shares=worker_shares, spare_thread=False)
+        run_id = run_following(user_id=user_id, shares=fairness.worker_shares)
+    handed_over = run_following(user_id=user_id, shares=fairness.worker_shares, spare_thread=False)
     if handed_over is not None:
         run_execute_task.apply_async(args=[str(handed_over)])
     return status
@@ -154,6 +146,20 @@ def _runs_execute(*, first, user_id: int | None) -> str | None:
 @shared_task(name="workflows.runs_reap", ignore_result=True)
 def runs_reap_task() -> dict:
     """Beat task: resume or end runs whose lease expired; re-dispatch runs stuck pending."""
-    from workflows.execution.services import runs_reap
-
     return runs_reap()
+
+
+# The housekeeping of finished runs. Their names are those the history app gave them first.
+
+
+@shared_task(name="history.retention_purge", ignore_result=True)
+def retention_purge_task() -> dict:
+    """Beat task: meter any finished run still unmetered, then delete what is older than WEFT_RETENTION_DAYS."""
+    metered = usage_sweep(lookback_s=None)
+    return {**asdict(retention_purge()), "metered": metered}
+
+
+@shared_task(name="history.usage_sweep", ignore_result=True)
+def usage_sweep_task() -> int:
+    """Beat task: meter the recent finished runs whose worker died before it metered them."""
+    return usage_sweep()

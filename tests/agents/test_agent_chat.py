@@ -116,7 +116,7 @@ def test_the_step_limit_is_a_502_and_appends_nothing(session, user_client, fake_
 
 
 def test_the_providers_rate_limit_is_a_429_with_retry_after(session, user_client, fake_openai, monkeypatch):
-    monkeypatch.setattr("agents.rate_limits._now", lambda: 1_800_000_030.0)  # 30 s into a minute
+    monkeypatch.setattr("config.rate_limits._now", lambda: 1_800_000_030.0)  # 30 s into a minute
     provider = session.agent.provider
     provider.metadata = {"rate_limit": {"requests_per_minute": 1}}
     provider.save(update_fields=["metadata"])

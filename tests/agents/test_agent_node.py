@@ -10,7 +10,7 @@ from agents.models import Tool
 from agents.services import tool_approve
 from agents.tools_runtime import ToolSpec, tool_runnable_get
 from tests.engine.conftest import chain, end, node, start
-from tests.factories import AgentFactory, LLMProviderFactory, ToolFactory, UserFactory, WorkflowFactory
+from tests.factories import AgentFactory, LLMProviderFactory, ToolFactory, UserFactory, WorkflowFactory, owner_ports
 from tests.fakes.openai_server import Answer
 from tests.threads import in_thread
 from workflows.engine import validate_graph
@@ -53,7 +53,9 @@ def agent_graph(agent_id, **config) -> dict:
 def run(graph: dict, workflow, question: str = "What now?"):
     journal = MemoryJournal()
     system = {"run_id": "agent-run", "workflow_id": str(workflow.id)}
-    executor = RunExecutor(graph=graph, inputs={"question": question}, system=system, journal=journal)
+    executor = RunExecutor(
+        graph=graph, inputs={"question": question}, system=system, journal=journal, ports=owner_ports(workflow)
+    )
     return asyncio.run(executor.run()), journal
 
 

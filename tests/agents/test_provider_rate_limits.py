@@ -16,7 +16,7 @@ from agents.rate_limits import (
 )
 from agents.services import tool_approve
 from tests.engine.conftest import chain, end, node, start
-from tests.factories import AgentFactory, LLMProviderFactory, ToolFactory, UserFactory, WorkflowFactory
+from tests.factories import AgentFactory, LLMProviderFactory, ToolFactory, UserFactory, WorkflowFactory, owner_ports
 from tests.fakes.openai_server import Answer
 from workflows.engine.executor import RunExecutor
 from workflows.engine.journal import MemoryJournal
@@ -34,7 +34,7 @@ def clock(monkeypatch):
             state["t0"] = time.monotonic()
         return 1_800_000_000.1 + time.monotonic() - state["t0"]
 
-    monkeypatch.setattr("agents.rate_limits._now", now)
+    monkeypatch.setattr("config.rate_limits._now", now)
 
 
 def provider_with(**rate_limit):
@@ -134,7 +134,9 @@ def test_an_agent_limited_mid_loop_is_retried_after_retry_after(clock, fake_open
     graph = chain(start(), think, end(text="{{ think.text }}"))
     journal = MemoryJournal()
     system = {"run_id": "rl-run", "workflow_id": str(workflow.id)}
-    result = asyncio.run(RunExecutor(graph=graph, inputs={}, system=system, journal=journal).run())
+    result = asyncio.run(
+        RunExecutor(graph=graph, inputs={}, system=system, journal=journal, ports=owner_ports(workflow)).run()
+    )
     assert result.status == "succeeded", result.error
     assert result.outputs["text"] == "Done after waiting."
     retrying = [e["data"] for e in journal.events if e["type"] == "node.retrying"]

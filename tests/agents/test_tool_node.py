@@ -9,7 +9,7 @@ from agents.models import Tool
 from agents.services import tool_approve, tool_reject
 from agents.tools_runtime import ToolArgumentsInvalid, ToolFailed, ToolSpec, calculate, workflow_tools_issues
 from tests.engine.conftest import chain, end, node, start
-from tests.factories import ToolFactory, UserFactory, WorkflowFactory
+from tests.factories import ToolFactory, UserFactory, WorkflowFactory, owner_ports
 from workflows.engine import validate_graph
 from workflows.engine.executor import RunExecutor
 from workflows.engine.journal import MemoryJournal
@@ -32,7 +32,9 @@ def calculator_for(owner, **fields) -> Tool:
 def run(graph: dict, workflow, inputs: dict | None = None):
     journal = MemoryJournal()
     system = {"run_id": "tool-run", "workflow_id": str(workflow.id)}
-    executor = RunExecutor(graph=graph, inputs=inputs or {}, system=system, journal=journal)
+    executor = RunExecutor(
+        graph=graph, inputs=inputs or {}, system=system, journal=journal, ports=owner_ports(workflow)
+    )
     return asyncio.run(executor.run()), journal
 
 

@@ -57,6 +57,6 @@ def post_json(client, path: str, body: dict, **headers):
 
 
 @pytest.fixture(autouse=True)
-def embedded_engine(settings):
+def server_run_loop(settings):
     """Runs execute in the test process; the Celery path has its own integration tests."""
     settings.EMBEDDED = True

@@ -9,7 +9,7 @@ from knox.models import AuthToken
 from licensing.models import EnabledStatus
 from tests.app_api.conftest import APP_SECRET, bearer, post_json, run_path, signed_headers
 from tests.factories import AppFactory, LicenseFactory, UserFactory
-from workflows.models import Flow, Run
+from workflows.models import Run, WorkflowVersion
 from workflows.releases.services import flow_withdraw, workflow_publish
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -58,7 +58,7 @@ def test_the_exact_version_or_a_range_picks_the_version(api_client, app, license
 
 
 def test_a_withdrawn_version_is_not_run(api_client, app, licensed, published, user):
-    flow_withdraw(flow=Flow.objects.get(workflow=published), user=user)
+    flow_withdraw(flow=WorkflowVersion.objects.get(workflow=published), user=user)
 
     response = post_json(api_client, run_path(published), {"inputs": {"city": "x"}}, **bearer(app))
 

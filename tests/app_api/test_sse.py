@@ -12,7 +12,8 @@ from licensing.app_api import run_event_stream
 from tests.app_api.conftest import APP_SECRET, bearer, run_path
 from tests.factories import RunFactory
 from tests.platform.live import daphne, free_port, live_database, manage, server_env
-from workflows.execution.services import run_cancel, run_execute
+from workflows.execution.runner import run_execute
+from workflows.execution.services import run_cancel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,7 +13,7 @@ from knox.models import AuthToken
 from config.routing import websocket_urlpatterns
 from tests.engine.conftest import edge, end, node, start
 from tests.factories import RunFactory, UserFactory, WorkflowFactory, WorkflowMemberFactory
-from workflows.execution.services import run_execute
+from workflows.execution.runner import run_execute
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -3,7 +3,7 @@
 import pytest
 
 from tests.engine.conftest import chain, edge, end, node, start
-from tests.factories import LLMProviderFactory, UserFactory, WorkflowFactory
+from tests.factories import LLMProviderFactory, UserFactory, WorkflowFactory, owner_ports
 from tests.fakes.openai_server import Answer
 from tests.threads import in_thread
 from workflows.engine import validate_graph
@@ -29,7 +29,9 @@ def owned(fake_openai, allow_loopback):
 async def run(graph: dict, inputs: dict, workflow) -> tuple:
     journal = MemoryJournal()
     system = {"run_id": "llm-run", "workflow_id": str(workflow.id)}
-    result = await RunExecutor(graph=graph, inputs=inputs, system=system, journal=journal).run()
+    result = await RunExecutor(
+        graph=graph, inputs=inputs, system=system, journal=journal, ports=owner_ports(workflow)
+    ).run()
     return result, journal
 
 

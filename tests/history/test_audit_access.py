@@ -428,7 +428,12 @@ def test_publishing_releasing_and_withdrawing_versions_are_audited(user, user_cl
     response = user_client.post(f"{base}/publish/", {"version": "1.0.0", "channels": ["api"]}, format="json")
     assert response.status_code == 201
     row = only_new_row(mark)
-    assert (row.actor, row.action, row.target_type, row.before) == (user, "flow.publish", "workflows.flow", None)
+    assert (row.actor, row.action, row.target_type, row.before) == (
+        user,
+        "flow.publish",
+        "workflows.workflowversion",
+        None,
+    )
     assert row.after == {"workflow": str(workflow.pk), "version": "1.0.0", "channels": ["api"]}
 
     mark = last_pk()

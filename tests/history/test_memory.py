@@ -1,18 +1,21 @@
 """Chat memory services: which earlier rounds an llm node sees, and what is stored."""
 
+import asyncio
+
 import pytest
 
-from history.memory import MemoryScope, memory_append, memory_load, memory_scope_for_run
+from history.memory import MemoryScope, RunConversation, memory_append, memory_load
 from history.models import WorkflowNodeHistory
-from tests.factories import AppFactory, FlowFactory, RunFactory
+from tests.factories import AppFactory, RunFactory, WorkflowVersionFactory
 from workflows.engine.llm_client import estimate_message_tokens
+from workflows.execution.ports import run_ports
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def scope():
-    flow = FlowFactory()
+    flow = WorkflowVersionFactory()
     return MemoryScope(
         flow_id=flow.pk, app_id=AppFactory(owner=flow.workflow.owner).pk, chat_id="chat-1", node_id="ask"
     )
@@ -93,13 +96,32 @@ def test_rounds_of_another_chat_user_node_or_app_are_not_seen(scope, other):
     assert questions(memory_load(scope=elsewhere)) == ["private"]
 
 
-def test_the_scope_of_a_run_is_its_released_version_app_and_chat():
-    flow = FlowFactory()
+def test_the_conversation_of_a_run_is_its_released_version_app_and_chat():
+    flow = WorkflowVersionFactory()
     app = AppFactory(owner=flow.workflow.owner)
     run = RunFactory(workflow=flow.workflow, flow=flow, app=app, chat_id="c-9")
 
-    assert memory_scope_for_run(run_id=run.pk, node_id="ask") == MemoryScope(
+    assert run_ports(run).memory.scope("ask") == MemoryScope(
         flow_id=flow.pk, app_id=app.pk, chat_id="c-9", node_id="ask"
     )
-    assert memory_scope_for_run(run_id=RunFactory(flow=flow, chat_id="").pk, node_id="ask") is None
-    assert memory_scope_for_run(run_id=RunFactory(chat_id="c-9").pk, node_id="ask") is None
+    assert run_ports(RunFactory(flow=flow, chat_id="")).memory is None  # no conversation
+    assert run_ports(RunFactory(chat_id="c-9")).memory is None  # a draft run: no released version
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_conversation_loads_and_appends_the_rounds_of_its_node():
+    flow = WorkflowVersionFactory()
+    conversation = RunConversation(flow_id=flow.pk, app_id=None, chat_id="c-1")
+
+    async def talk_twice():
+        await conversation.append(node_id="ask", question="first", answer="one", limits={})
+        await conversation.append(node_id="ask", question="second", answer="two", limits={"max_chars_per_message": 4})
+        return (
+            await conversation.load(node_id="ask", limits={"rounds": 1}),
+            await conversation.load(node_id="other", limits={}),
+        )
+
+    newest, other_node = asyncio.run(talk_twice())
+
+    assert newest == [{"role": "user", "content": "sec…"}, {"role": "assistant", "content": "two"}]
+    assert other_node == []

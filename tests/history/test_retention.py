@@ -12,8 +12,6 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from history.models import AuditLog, WorkflowNodeHistory
-from history.retention import PurgeReport, retention_purge, retention_purge_if_due
-from history.tasks import retention_purge_task
 from tests.factories import (
     AuditLogFactory,
     RunEventFactory,
@@ -23,6 +21,8 @@ from tests.factories import (
     WorkflowNodeHistoryFactory,
 )
 from workflows.models import Run, RunEvent, Task
+from workflows.retention import PurgeReport, retention_purge, retention_purge_if_due
+from workflows.tasks import retention_purge_task
 
 pytestmark = pytest.mark.django_db
 

@@ -7,12 +7,12 @@ from django.utils import timezone
 
 from config.errors import Conflict
 from history.models import UsageMetric
-from history.usage import usage_record_for_run
 from tests.engine.conftest import chain, end, node, start
 from tests.factories import AppFactory, LLMProviderFactory, RunFactory, TaskFactory, UserFactory
 from tests.fakes.openai_server import Answer
 from workflows.execution.services import run_start, run_wait
 from workflows.services import workflow_create
+from workflows.usage import usage_record_for_run
 
 
 def finished_run(**fields):

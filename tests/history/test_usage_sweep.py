@@ -8,15 +8,16 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-import history.usage
-import workflows.execution.services as execution
+import workflows.execution.runner as runner
+import workflows.usage
 from history.models import UsageMetric
-from history.retention import retention_purge
-from history.tasks import usage_sweep_task
-from history.usage import usage_sweep
 from tests.factories import RunFactory, TaskFactory, UsageMetricFactory
-from workflows.execution.services import run_execute, run_usage_record
+from workflows.execution.ending import run_usage_record
+from workflows.execution.runner import run_execute
 from workflows.models import Run
+from workflows.retention import retention_purge
+from workflows.tasks import usage_sweep_task
+from workflows.usage import usage_sweep
 
 LATER = timedelta(minutes=5)
 
@@ -41,7 +42,7 @@ def rows_of(run: Run) -> list[tuple]:
 @pytest.mark.django_db(transaction=True)
 def test_a_run_whose_worker_died_before_metering_is_metered_by_the_next_sweep(monkeypatch):
     # The worker commits the final status, then dies before its metering call.
-    monkeypatch.setattr(execution, "run_usage_record", lambda *, run_id: None)
+    monkeypatch.setattr(runner, "run_usage_record", lambda *, run_id: None)
     run = RunFactory()
     assert asyncio.run(run_execute(run_id=run.pk)) == "succeeded"
     assert not UsageMetric.objects.filter(run=run).exists()
@@ -97,7 +98,7 @@ def test_the_minutely_sweep_looks_back_an_hour_and_the_hourly_one_at_everything(
 
 @pytest.mark.django_db(transaction=True)
 def test_the_embedded_housekeeping_sweeps_too():
-    from workflows.execution.embedded import _reap_once
+    from workflows.execution.run_loop import _reap_once
 
     recent, older = unmetered_run(), unmetered_run(age=timedelta(hours=3))
     _reap_once()  # the minutely sweep, and the hourly one with the retention purge
@@ -118,14 +119,14 @@ def test_the_batch_size_is_a_setting_and_the_beat_task_sweeps(settings):
 @pytest.mark.django_db
 def test_a_run_that_cannot_be_metered_is_logged_and_does_not_hold_up_the_others(monkeypatch, caplog):
     broken, fine = unmetered_run(age=timedelta(minutes=3)), unmetered_run(age=timedelta(minutes=2))
-    real = history.usage._tokens_by_model
+    real = workflows.usage._tokens_by_model
 
     def tokens(*, run, tasks):
         if run.pk == broken.pk:
             raise ValueError("a graph the metering cannot read")
         return real(run=run, tasks=tasks)
 
-    monkeypatch.setattr(history.usage, "_tokens_by_model", tokens)
+    monkeypatch.setattr(workflows.usage, "_tokens_by_model", tokens)
     assert usage_sweep() == 1
     assert not UsageMetric.objects.filter(run=broken).exists()
     assert UsageMetric.objects.filter(run=fine).count() == 1

@@ -21,7 +21,7 @@ from history.models import UsageMetric
 from tests.engine.conftest import edge, end, node, start
 from tests.factories import UserFactory
 from tests.integration.conftest import wait_for
-from workflows.execution.services import runs_reap
+from workflows.execution.reaper import runs_reap
 from workflows.models import Run, RunEvent, Task
 from workflows.services import workflow_create
 

@@ -5,10 +5,11 @@ import logging
 
 import pytest
 
-import history.usage
+import workflows.usage
 from history.models import UsageMetric
 from tests.factories import RunFactory
-from workflows.execution.services import run_cancel, run_execute
+from workflows.execution.runner import run_execute
+from workflows.execution.services import run_cancel
 from workflows.models import Run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -32,9 +33,9 @@ def test_a_metering_failure_is_logged_and_leaves_the_run_as_it_ended(monkeypatch
     def broken(*, run_id):
         raise RuntimeError("usage store is down")
 
-    monkeypatch.setattr(history.usage, "usage_record_for_run", broken)
+    monkeypatch.setattr(workflows.usage, "usage_record_for_run", broken)
     run = RunFactory()
-    with caplog.at_level(logging.ERROR, logger="workflows.execution.services"):
+    with caplog.at_level(logging.ERROR, logger="workflows.execution.ending"):
         assert asyncio.run(run_execute(run_id=run.pk)) == "succeeded"
     assert Run.objects.get(pk=run.pk).status == "succeeded"
     assert not UsageMetric.objects.filter(run=run).exists()

@@ -18,7 +18,8 @@ from django.conf import settings
 
 from tests.engine.conftest import chain, end, node, start
 from tests.factories import UserFactory
-from workflows.execution.services import run_start, runs_reap
+from workflows.execution.reaper import runs_reap
+from workflows.execution.services import run_start
 from workflows.models import Run, RunEvent
 from workflows.services import workflow_create
 

@@ -15,8 +15,9 @@ from django.test import Client
 from config.celery import app as celery_app
 from config.redis_connection import redis_client
 from observability import metrics
-from tests.factories import RunFactory, WorkflowFactory
-from workflows.engine.llm_client import LLMClient
+from tests.engine.conftest import chain, end, node, start
+from tests.factories import LLMProviderFactory, RunFactory, WorkflowFactory, owner_ports
+from workflows.engine import MemoryJournal, RunExecutor
 from workflows.execution.services import run_start
 from workflows.models import Run
 from workflows.services import workflow_create
@@ -112,21 +113,26 @@ def test_queue_depth_is_the_celery_queue_length_in_redis(user, settings, scrape,
 
 
 @pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_model_tokens_are_counted_by_provider_host_and_model(fake_openai, allow_loopback, scrape):
+    """An llm node's answer is counted, as the provider reported it (agents pass the metric to the client)."""
     labels = {"provider": "127.0.0.1", "model": "counted-model"}
+    workflow = WorkflowFactory()
+    provider = LLMProviderFactory(owner=workflow.owner, base_url=fake_openai.base_url, api_key=fake_openai.api_key)
+    ask = {"provider": str(provider.pk), "model": "counted-model", "prompt": "Count these words please"}
+    graph = chain(start(), node("ask", "llm", ask), end(usage="{{ ask.usage }}"))
     before = scrape()
 
-    client = LLMClient(base_url=fake_openai.base_url, api_key=fake_openai.api_key)
-    result = asyncio.run(
-        client.chat(model="counted-model", messages=[{"role": "user", "content": "Count these words please"}])
-    )
+    executor = RunExecutor(graph=graph, inputs={}, system={}, journal=MemoryJournal(), ports=owner_ports(workflow))
+    result = asyncio.run(executor.run())
 
+    assert result.status == "succeeded", result.error
     after = scrape()
     for kind in ("prompt", "completion"):
         grown = sample(after, "weft_llm_tokens_total", kind=kind, **labels) - sample(
             before, "weft_llm_tokens_total", kind=kind, **labels
         )
-        assert grown == result.usage[f"{kind}_tokens"] > 0
+        assert grown == result.outputs["usage"][f"{kind}_tokens"] > 0
 
 
 def test_model_and_provider_labels_are_bounded_and_the_rest_counted_as_other(monkeypatch, scrape):

@@ -12,7 +12,7 @@ from observability import tracing
 from observability.logs import ContextFilter, JsonFormatter
 from tests.engine.conftest import chain, end, node, start
 from workflows.engine.nodes import NodeContext, NodeType, get_node_type, register
-from workflows.execution.embedded import embedded_engine
+from workflows.execution.run_loop import server_run_loop
 from workflows.execution.services import run_start
 from workflows.models import Run
 from workflows.services import workflow_create
@@ -108,7 +108,7 @@ def test_a_run_started_outside_a_request_gets_a_trace_of_its_own(user, settings,
         run_start(workflow=workflow, user=user, inputs={"city": "Rome"}),
         run_start(workflow=failing, user=user, inputs={}),
     ]
-    assert embedded_engine.wait_idle(timeout=30)
+    assert server_run_loop.wait_idle(timeout=30)
     for run in runs:
         run.refresh_from_db()
     assert [run.status for run in runs] == ["succeeded", "failed"]

@@ -10,7 +10,9 @@ from django.utils import timezone
 from tests.engine.conftest import chain, end, node, start
 from tests.factories import RunFactory, UserFactory, WorkflowFactory
 from tests.threads import in_thread
-from workflows.execution.services import run_execute, run_start, runs_reap
+from workflows.execution.reaper import runs_reap
+from workflows.execution.runner import run_execute
+from workflows.execution.services import run_start
 from workflows.models import Run, RunEvent, RunStatus, Task, TaskStatus
 from workflows.services import workflow_create
 

@@ -3,7 +3,7 @@ import copy
 import pytest
 
 from tests.factories import SIMPLE_GRAPH, UserFactory, WorkflowMemberFactory
-from workflows.models import Flow, ReleaseChannel, Workflow
+from workflows.models import ReleaseChannel, Workflow, WorkflowVersion
 from workflows.releases.selectors import flow_latest_released
 from workflows.services import workflow_create
 
@@ -54,7 +54,7 @@ def test_a_version_may_not_be_republished_or_go_backwards(user_client, workflow,
 
     assert response.status_code == 409
     assert response.json()["field"] == "version"
-    assert Flow.objects.filter(workflow=workflow).count() == 1
+    assert WorkflowVersion.objects.filter(workflow=workflow).count() == 1
 
 
 @pytest.mark.parametrize("version", ["1.2", "v1.2.3", "1.2.3-beta.1", "1.2.3+build", "", "x" * 200, "1.2.3.4"])
@@ -100,7 +100,7 @@ def test_channels_release_and_withdraw_without_deleting(user_client, workflow):
     withdrawn = user_client.post(f"/api/v1/workflows/{workflow.id}/versions/1.1.0/withdraw/", {}, format="json")
     assert withdrawn.json()["channels"] == []
     assert flow_latest_released(workflow_id=workflow.id, channel=ReleaseChannel.API).version == "1.0.0"
-    assert Flow.objects.filter(workflow=workflow).count() == 2
+    assert WorkflowVersion.objects.filter(workflow=workflow).count() == 2
 
 
 def test_an_unknown_channel_is_a_400(user_client, workflow):
@@ -162,7 +162,7 @@ def test_another_users_workflow_is_404_and_a_viewer_may_not_publish(client_for, 
     assert publish(client_for(stranger), workflow, "1.0.0").status_code == 404
     assert publish(client_for(viewer), workflow, "1.0.0").status_code == 403
     assert client_for(stranger).get(f"/api/v1/workflows/{workflow.id}/versions/1.0.0/").status_code == 404
-    assert not Flow.objects.exists()
+    assert not WorkflowVersion.objects.exists()
 
 
 def test_an_unknown_version_is_404(user_client, workflow):

@@ -4,7 +4,6 @@ from django.urls import reverse
 from history.models import AuditLog
 from tests.factories import (
     EdgeFactory,
-    FlowFactory,
     RunEventFactory,
     RunFactory,
     ScheduledWorkflowFactory,
@@ -13,6 +12,7 @@ from tests.factories import (
     WorkflowFactory,
     WorkflowMemberFactory,
     WorkflowSnapshotFactory,
+    WorkflowVersionFactory,
 )
 from workflows.models import Run, ScheduledWorkflow, Task, WorkflowMember
 
@@ -32,10 +32,12 @@ def run_with_tasks(db):
     return run
 
 
-@pytest.mark.parametrize("model", ["workflow", "flow", "run", "scheduledworkflow", "workflowsnapshot", "runevent"])
+@pytest.mark.parametrize(
+    "model", ["workflow", "workflowversion", "run", "scheduledworkflow", "workflowsnapshot", "runevent"]
+)
 def test_every_changelist_renders(admin_client, run_with_tasks, model):
     EdgeFactory(workflow=run_with_tasks.workflow)
-    FlowFactory(workflow=run_with_tasks.workflow)
+    WorkflowVersionFactory(workflow=run_with_tasks.workflow)
     ScheduledWorkflowFactory(workflow=run_with_tasks.workflow)
     WorkflowSnapshotFactory(workflow=run_with_tasks.workflow)
 

@@ -11,7 +11,7 @@ from observability.metrics import REGISTRY
 from tests.factories import RunFactory, UserFactory, WorkflowFactory
 from workflows.execution import fairness
 from workflows.execution.fairness import Turn, WorkerShares, run_deferral, run_following, run_turn
-from workflows.execution.services import runs_reap
+from workflows.execution.reaper import runs_reap
 from workflows.models import Run
 
 # --- the places ---------------------------------------------------------------------------------

@@ -2,11 +2,11 @@ import pytest
 
 from tests.factories import (
     EdgeFactory,
-    FlowFactory,
     NodeFactory,
     RunFactory,
     WorkflowFactory,
     WorkflowMemberFactory,
+    WorkflowVersionFactory,
 )
 from workflows.models import Edge, Node, Run, Workflow, WorkflowMember
 
@@ -302,7 +302,7 @@ def test_a_malformed_id_is_a_404(user_client):
 def test_another_users_workflow_is_invisible(user, user_client, other_user):
     mine = WorkflowFactory(owner=user)
     theirs = WorkflowFactory(owner=other_user)
-    FlowFactory(workflow=theirs)
+    WorkflowVersionFactory(workflow=theirs)
 
     listed = {item["id"] for item in user_client.get(LIST_URL).json()["results"]}
     assert listed == {str(mine.pk)}
@@ -373,10 +373,10 @@ def test_a_workflow_with_a_run_in_progress_is_not_deleted(user, user_client):
 # --- Versions ---------------------------------------------------------------------------------
 def test_versions_lists_the_published_versions_newest_first(user, user_client, other_user, client_for):
     workflow = WorkflowFactory(owner=user)
-    FlowFactory(workflow=workflow, version_major=1, version_minor=0, version_patch=0, description="first")
-    FlowFactory(workflow=workflow, version_major=1, version_minor=2, version_patch=0, release_status=3)
-    FlowFactory(workflow=workflow, version_major=1, version_minor=10, version_patch=0)
-    FlowFactory()  # another workflow's
+    WorkflowVersionFactory(workflow=workflow, version_major=1, version_minor=0, version_patch=0, description="first")
+    WorkflowVersionFactory(workflow=workflow, version_major=1, version_minor=2, version_patch=0, release_status=3)
+    WorkflowVersionFactory(workflow=workflow, version_major=1, version_minor=10, version_patch=0)
+    WorkflowVersionFactory()  # another workflow's
 
     response = user_client.get(f"{detail_url(workflow)}versions/")
 

@@ -34,13 +34,15 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from .conf import engine_settings
+from config.conf import weft_settings
+
 from .errors import EngineError, InvalidGraph, NodeTimeout, NonRetryableError
 from .graph import ERROR_HANDLE, GraphSpec, NodeSpec
 from .journal import Journal, OutputNotStored, TaskChange, TaskRecord
 from .nodes import NodeContext, NodeType, get_node_type
 from .outputs import cleaned, output_checked
 from .policy import ErrorPolicy
+from .ports import NO_PORTS, NodePorts
 from .templating import references, strings_in
 from .validation import validate_graph
 
@@ -97,14 +99,24 @@ def referenced_names(node_type: NodeType, config: dict) -> frozenset[str]:
 class RunExecutor:
     """Execute ``graph`` with ``inputs`` and report everything to ``journal``."""
 
-    def __init__(self, *, graph: dict, inputs: dict, system: dict, journal: Journal, resumed: bool = False):
+    def __init__(
+        self,
+        *,
+        graph: dict,
+        inputs: dict,
+        system: dict,
+        journal: Journal,
+        resumed: bool = False,
+        ports: NodePorts = NO_PORTS,
+    ):
         self.graph = graph
         self.inputs = inputs
         self.system = system
         self.journal = journal
         self.resumed = resumed
+        self.ports = ports
         self.cancelled = asyncio.Event()
-        self.slots = asyncio.Semaphore(engine_settings.MAX_PARALLEL_NODES)
+        self.slots = asyncio.Semaphore(weft_settings.MAX_PARALLEL_NODES)
         self.previous: dict[tuple[str, str], TaskRecord] = {}
         self._specs: dict[int, GraphSpec] = {}
         self._names: dict[tuple[int, str], frozenset[str]] = {}
@@ -143,7 +155,7 @@ class RunExecutor:
     async def _watch(self, main: asyncio.Task) -> str:
         """Poll the journal for a cancel request or a lost lease; stop ``main`` on either."""
         while True:
-            await asyncio.sleep(engine_settings.CANCEL_POLL_S)
+            await asyncio.sleep(weft_settings.CANCEL_POLL_S)
             state = await self.journal.heartbeat()
             if state in ("cancel", "lost"):
                 self.cancelled.set()
@@ -241,7 +253,9 @@ class RunExecutor:
                 if earlier.status == SUCCEEDED
                 else _Outcome(None, frozenset())
             )
-        if earlier is not None and earlier.status == FAILED and policy.on_failure != "fail":
+        if earlier is not None and earlier.status == FAILED:
+            if policy.on_failure == "fail":  # stored: the run fails as it would have, the node is not redone
+                raise NodeFailed(node.id, scope, earlier.error)
             return self._handled(node_type, node, policy, earlier.error)
         first = (earlier.attempt if earlier else 0) + 1
         extra = {"scope": scope} if scope else {}
@@ -294,6 +308,7 @@ class RunExecutor:
                 event_type, node.id, {**data, **({"scope": scope} if scope else {})}
             ),
             run_subgraph=self._subgraph_runner(variables),
+            ports=self.ports,
         )
         holds_slot = not any(True for _ in node_type.subgraphs(node.config))
         async with contextlib.AsyncExitStack() as stack:

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from observability.metrics import llm_tokens_count
-
 from .errors import NonRetryableError, RetryableError
 from .net import (
     guarded_async_client,
@@ -118,18 +116,29 @@ class KeyMasker:
 class LLMClient:
     """One provider endpoint (``base_url`` like ``https://api.openai.com/v1``) and its key."""
 
-    def __init__(self, *, base_url: str, api_key: str = "", timeout_s: float | None = None):
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str = "",
+        timeout_s: float | None = None,
+        on_usage: Callable[..., None] | None = None,
+    ):
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self.timeout_s = timeout_s
+        #: Told of each answer's token usage: ``on_usage(base_url=, model=, usage=)`` (metrics, say).
+        self.on_usage = on_usage
 
     def __repr__(self) -> str:
         return f"LLMClient(base_url={self.base_url!r})"
 
     @classmethod
-    def for_provider(cls, provider, *, timeout_s: float | None = None) -> "LLMClient":
-        """A client for an ``agents.models.LLMProvider`` row (its key is decrypted by the ORM on read)."""
-        return cls(base_url=provider.base_url, api_key=provider.api_key, timeout_s=timeout_s)
+    def for_provider(
+        cls, provider, *, timeout_s: float | None = None, on_usage: Callable[..., None] | None = None
+    ) -> "LLMClient":
+        """A client for a provider (anything with ``base_url`` and ``api_key``: an ``LLMProvider`` row)."""
+        return cls(base_url=provider.base_url, api_key=provider.api_key, timeout_s=timeout_s, on_usage=on_usage)
 
     def _headers(self) -> dict:
         headers = {"Accept": "text/event-stream, application/json"}
@@ -187,7 +196,8 @@ class LLMClient:
                 "total_tokens": prompt + completion,
                 "estimated": True,
             }
-        llm_tokens_count(base_url=self.base_url, model=result.model, usage=result.usage)
+        if self.on_usage is not None:
+            self.on_usage(base_url=self.base_url, model=result.model, usage=result.usage)
         return result
 
     async def list_models(self) -> list[str]:

@@ -33,20 +33,14 @@ from email.utils import parsedate_to_datetime
 
 import httpcore
 import httpx
-from django.conf import settings
+
+from config.conf import weft_settings
 
 from .errors import NonRetryableError, RetryableError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 logger = logging.getLogger(__name__)
-
-DEFAULTS = {
-    "OUTBOUND_ALLOW": [],
-    "OUTBOUND_TIMEOUT_S": 30.0,
-    "OUTBOUND_MAX_BYTES": 10 * 1024 * 1024,
-    "OUTBOUND_MAX_REDIRECTS": 5,
-}
 
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 
@@ -111,23 +105,22 @@ class AllowRule:
 
 @dataclass(frozen=True)
 class OutboundPolicy:
-    allow: tuple[AllowRule, ...] = ()
-    timeout_s: float = DEFAULTS["OUTBOUND_TIMEOUT_S"]
-    max_bytes: int = DEFAULTS["OUTBOUND_MAX_BYTES"]
-    max_redirects: int = DEFAULTS["OUTBOUND_MAX_REDIRECTS"]
+    allow: tuple[AllowRule, ...]
+    timeout_s: float
+    max_bytes: int
+    max_redirects: int
 
     def allows(self, *, host: str, address: IPAddress | None, port: int) -> bool:
         return any(rule.allows(host=host, address=address, port=port) for rule in self.allow)
 
 
 def outbound_policy() -> OutboundPolicy:
-    """The operator's outbound policy, read from ``settings.WEFT`` now (defaults in ``DEFAULTS``)."""
-    weft = {**DEFAULTS, **getattr(settings, "WEFT", {})}
+    """The operator's outbound policy, from the ``OUTBOUND_*`` tunables as they are now."""
     return OutboundPolicy(
-        allow=tuple(AllowRule.parse(entry) for entry in weft["OUTBOUND_ALLOW"]),
-        timeout_s=float(weft["OUTBOUND_TIMEOUT_S"]),
-        max_bytes=int(weft["OUTBOUND_MAX_BYTES"]),
-        max_redirects=int(weft["OUTBOUND_MAX_REDIRECTS"]),
+        allow=tuple(AllowRule.parse(entry) for entry in weft_settings.OUTBOUND_ALLOW),
+        timeout_s=float(weft_settings.OUTBOUND_TIMEOUT_S),
+        max_bytes=int(weft_settings.OUTBOUND_MAX_BYTES),
+        max_redirects=int(weft_settings.OUTBOUND_MAX_REDIRECTS),
     )
 
 

@@ -30,16 +30,13 @@ import math
 import re
 from typing import Any
 
-from django.conf import settings
+from config.conf import weft_settings
 
 from .errors import NonRetryableError
 
 #: Objects and arrays nested deeper than this are refused: what reads outputs again recurses
 #: (templates; Python's json, which stops near 1000 levels, reading them back on resume or in the API).
 MAX_DEPTH = 256
-#: Room for an http_request node's largest answer (OUTBOUND_MAX_BYTES, 10 MiB), held twice.
-DEFAULT_MAX_BYTES = 32 * 1024 * 1024
-SETTING = "NODE_OUTPUT_MAX_BYTES"
 REPLACEMENT = "\ufffd"
 #: Levels of a path an error names.
 WHERE_MAX_LEVELS = 8
@@ -70,11 +67,11 @@ def output_checked(output: dict) -> dict:
         output = _rebuilt(output, "output")
         text = _ENCODER.encode(output)
         encoded = text, len(text.encode())
-    limit = getattr(settings, "WEFT", {}).get(SETTING, DEFAULT_MAX_BYTES)
+    limit = weft_settings.NODE_OUTPUT_MAX_BYTES
     if encoded[1] > limit:
         raise OutputTooLarge(
             f"The node's output is {encoded[1]} bytes of JSON, over the limit of {limit} bytes"
-            f" (settings.WEFT[{SETTING!r}], WEFT_{SETTING} in the environment)."
+            " (settings.WEFT['NODE_OUTPUT_MAX_BYTES'], WEFT_NODE_OUTPUT_MAX_BYTES in the environment)."
         )
     return output
 

@@ -2,7 +2,7 @@
 
 A template is user code: a loop, a macro or an operator can ask for unbounded CPU or memory.
 Each render gets a :class:`Budget` (reached from the hooks through a context variable) with
-three operator settings (``settings.WEFT``, from the environment):
+three operator settings (``config.conf.weft_settings``, from the environment):
 
 - ``TEMPLATE_MAX_ITERATIONS`` (200,000): steps, i.e. loop iterations, calls (functions, methods,
   macros) and filter or test applications. A step costs from a fraction of a microsecond (an
@@ -35,19 +35,15 @@ from functools import wraps
 from inspect import signature
 from typing import Any
 
-from django.conf import settings
 from jinja2 import Undefined, nodes, pass_context
 from jinja2.runtime import LoopContext, markup_join, str_join
 from jinja2.utils import Namespace, generate_lorem_ipsum
 from jinja2.visitor import NodeTransformer
 
+from config.conf import weft_settings
+
 from .errors import NodeTimeout, NonRetryableError
 
-DEFAULTS = {
-    "TEMPLATE_MAX_ITERATIONS": 200_000,
-    "TEMPLATE_MAX_OUTPUT_CHARS": 16_000_000,
-    "TEMPLATE_MAX_OPERAND": 1_000_000,
-}
 #: A render in a thread lets the event loop's thread take the GIL this often.
 YIELD_EVERY_S = 0.0005
 #: How many items a size estimate walks between two looks at the clock.
@@ -70,17 +66,13 @@ class RenderStopped(Exception):
     """The render's node was cancelled or timed out while the render ran in a thread."""
 
 
-def _setting(name: str) -> int:
-    return int(getattr(settings, "WEFT", {}).get(name, DEFAULTS[name]))
-
-
 class Budget:
     """One render's allowance and what it has spent. Not shared between threads while it runs."""
 
     def __init__(self, *, deadline: float | None = None, slice_s: float | None = None, yields: bool = False):
-        self.max_iterations = _setting("TEMPLATE_MAX_ITERATIONS")
-        self.max_output = _setting("TEMPLATE_MAX_OUTPUT_CHARS")
-        self.max_operand = _setting("TEMPLATE_MAX_OPERAND")
+        self.max_iterations = int(weft_settings.TEMPLATE_MAX_ITERATIONS)
+        self.max_output = int(weft_settings.TEMPLATE_MAX_OUTPUT_CHARS)
+        self.max_operand = int(weft_settings.TEMPLATE_MAX_OPERAND)
         #: ``time.monotonic()`` past which the render fails as its node's timeout.
         self.deadline = deadline
         now = time.monotonic()

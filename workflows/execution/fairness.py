@@ -3,7 +3,7 @@
 A Celery worker executes at most ``--concurrency`` runs at once (a task thread each, see
 workflows.tasks), taken in the order of one queue: a user who starts hundreds of runs would take
 every thread of every worker, and another user's run would wait behind all of them. So a worker
-process gives each user at most ``WORKER_USER_SHARE`` places (``settings.WEFT``; unset: half its
+process gives each user at most ``WORKER_USER_SHARE`` places (``weft_settings``; unset: half its
 concurrency), a place being a task thread executing one of the user's runs.
 
 - A message for a run whose user has no place left here holds no thread: it is given back to the
@@ -30,7 +30,7 @@ Giving a message back costs the worker about two more messages to handle (the de
 return): a user's burst beyond their share costs a few milliseconds of a worker's CPU per run,
 nothing when they stay within it.
 
-A run counts for the user it counts for in the quotas (accounts.quotas): who started it, or the
+A run counts for the user it counts for in the quotas (workflows.quotas): who started it, or the
 workflow's owner when a client app did.
 
 Embedded mode needs none of this: its engine executes every run it is handed at once, with no
@@ -48,13 +48,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from config.conf import weft_settings
 from observability.metrics import runs_deferred
-from workflows.engine.conf import engine_settings
 from workflows.models import Run, RunStatus
 
 from .journal import claimable_condition
@@ -82,7 +81,7 @@ class WorkerShares:
 
     def configure(self, *, concurrency: int) -> None:
         """A worker executing ``concurrency`` runs at once: its share is the setting, or half of them."""
-        configured = settings.WEFT.get("WORKER_USER_SHARE")
+        configured = weft_settings.WORKER_USER_SHARE
         self.share = configured if configured is not None else max(1, math.ceil(concurrency / 2))
         self.concurrency = concurrency
 
@@ -236,7 +235,7 @@ def run_deferral(*, run_id, turn: Turn, deferrals: int) -> float:
     A pending run is marked updated when the reaper could otherwise take its message for lost: when it was last
     updated a quarter of PENDING_REDISPATCH_S ago, its countdown being at most that long.
     """
-    quarter = engine_settings.PENDING_REDISPATCH_S / 4
+    quarter = weft_settings.PENDING_REDISPATCH_S / 4
     if turn.updated_at < timezone.now() - timedelta(seconds=quarter):
         _database.call(_touch, run_id)
     countdown = min(DEFER_FIRST_S * 2 ** min(deferrals, 16), DEFER_LONGEST_S, quarter)

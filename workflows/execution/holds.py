@@ -25,7 +25,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from workflows.engine.conf import engine_settings
+from config.conf import weft_settings
 from workflows.models import Run, RunStatus
 
 from .fairness import reconnecting
@@ -64,7 +64,7 @@ class WorkerHolds:
         return self._call(_release, self.owner)
 
     def _renew_forever(self) -> None:
-        while not self._stopped.wait(engine_settings.HEARTBEAT_S):
+        while not self._stopped.wait(weft_settings.HEARTBEAT_S):
             try:
                 self._call(_renew, self.owner)
             except Exception:
@@ -75,7 +75,7 @@ class WorkerHolds:
 
 
 def _expiry():
-    return timezone.now() + timedelta(seconds=engine_settings.LEASE_TTL_S)
+    return timezone.now() + timedelta(seconds=weft_settings.LEASE_TTL_S)
 
 
 def _hold(run_id: uuid.UUID, owner: str) -> None:

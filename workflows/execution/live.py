@@ -21,7 +21,7 @@ from datetime import datetime
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
-from workflows.models import RUN_FINAL_STATUSES
+from workflows.models import RUN_FINAL_STATUSES, RunEvent
 
 RUN_GROUP = "run.{}"
 #: Stored events are read this many at a time.
@@ -86,8 +86,6 @@ def is_final(event_type: str) -> bool:
 
 def events_after(run_id, seq: int) -> list[dict]:
     """The run's stored events after ``seq`` (at most ``REPLAY_BATCH``), as event messages."""
-    from workflows.models import RunEvent
-
     return [
         event_message(
             run_id=run_id, seq=event.seq, event_type=event.type, node_id=event.node_id, data=event.data, at=event.at

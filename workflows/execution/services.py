@@ -1,47 +1,30 @@
-"""Starting, cancelling, waiting for, executing and reaping runs."""
+"""Runs as the API sees them: start one, cancel one, wait for one to end.
+
+What executes a run is :mod:`~workflows.execution.runner`; who it is handed to,
+:mod:`~workflows.execution.dispatch`; the recovery of runs whose worker is gone,
+:mod:`~workflows.execution.reaper`.
+"""
 
 import asyncio
-import functools
-import logging
-import os
-import socket
-import uuid
-from datetime import timedelta
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
-from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
-from accounts.quotas import run_quota_reserve, runs_over_duration
+from config.conf import weft_settings
 from config.errors import Conflict, InvalidInput
-from observability.metrics import runs_finished_count
-from observability.runs import run_observed
 from observability.tracing import trace_id_for_new_run
-from workflows.engine import validate_graph
-from workflows.engine.conf import engine_settings
-from workflows.engine.executor import RunExecutor
-from workflows.engine.nodes import get_node_type
-from workflows.models import (
-    RUN_FINAL_STATUSES,
-    Flow,
-    Run,
-    RunEvent,
-    RunStatus,
-    RunTrigger,
-    Task,
-    TaskStatus,
-    Workflow,
-)
+from workflows.engine import get_node_type, validate_graph
+from workflows.models import RUN_FINAL_STATUSES, Run, RunStatus, RunTrigger, Workflow, WorkflowVersion
+from workflows.quotas import run_quota_reserve
 from workflows.selectors import workflow_graph
 from workflows.services import GraphInvalid
 
 from . import live
-from .journal import OPEN_TASK_STATUSES, DatabaseJournal, leases_release
-
-logger = logging.getLogger(__name__)
+from .dispatch import run_dispatch
+from .ending import run_close
 
 
 def run_start(
@@ -50,7 +33,7 @@ def run_start(
     user,
     inputs: dict,
     trigger: str = RunTrigger.MANUAL,
-    flow: Flow | None = None,
+    flow: WorkflowVersion | None = None,
     graph: dict | None = None,
     **extra,
 ) -> Run:
@@ -98,18 +81,6 @@ def run_inputs_clean(*, graph: dict, inputs) -> dict:
     return cleaned
 
 
-def run_dispatch(*, run_id: uuid.UUID) -> None:
-    """Hand the run to a worker: a Celery task with Redis, the embedded engine without."""
-    if settings.EMBEDDED:
-        from .embedded import embedded_engine
-
-        embedded_engine.submit(run_id)
-    else:
-        from workflows.tasks import run_execute_task
-
-        run_execute_task.delay(str(run_id))
-
-
 def run_cancel(*, run: Run, user) -> Run:
     """Cancel ``run``: a pending run ends at once; a running one is told to stop (its worker ends it).
 
@@ -117,7 +88,7 @@ def run_cancel(*, run: Run, user) -> Run:
     """
     with transaction.atomic():
         now = timezone.now()
-        ended = _run_close(run_id=run.pk, guard=Q(status=RunStatus.PENDING), status=RunStatus.CANCELLED, now=now)
+        ended = run_close(run_id=run.pk, guard=Q(status=RunStatus.PENDING), status=RunStatus.CANCELLED, now=now)
         told = ended or Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
             cancel_requested=True, updated_at=now
         )
@@ -131,7 +102,7 @@ def run_cancel(*, run: Run, user) -> Run:
 
 def run_wait(*, run: Run, timeout: float | None = None) -> Run:
     """Wait (at most ``timeout`` seconds) until ``run`` has finished; return it refreshed."""
-    timeout = engine_settings.WAIT_TIMEOUT_S if timeout is None else timeout
+    timeout = weft_settings.WAIT_TIMEOUT_S if timeout is None else timeout
     async_to_sync(run_end_awaited)(run_id=run.pk, timeout=timeout)
     run.refresh_from_db()
     return run
@@ -172,147 +143,3 @@ async def run_end_awaited(*, run_id, timeout: float) -> bool:
 
 def _run_is_finished(run_id) -> bool:
     return Run.objects.filter(pk=run_id, status__in=RUN_FINAL_STATUSES).exists()
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-#: The lease owners of the runs this process is executing (``runs_hand_back`` releases them).
-_executing: set[str] = set()
-
-
-async def run_execute(*, run_id: uuid.UUID | str) -> str | None:
-    """Claim the run and execute it to its end here; the final status ("lost": its lease was lost or handed
-    back, it stopped), or None if it was not claimable."""
-    journal = DatabaseJournal(run_id=uuid.UUID(str(run_id)), owner=worker_name())
-    _executing.add(journal.owner)
-    try:
-        run = await journal.claim()
-        if run is None:
-            return None
-        system = {
-            "run_id": str(run.pk),
-            "workflow_id": str(run.workflow_id),
-            "user_id": run.triggered_by_id,
-            "trigger": run.trigger,
-            "created_at": run.created_at.isoformat(),
-        }
-        with run_observed(run=run, journal=journal) as observed:
-            executor = RunExecutor(
-                graph=run.graph, inputs=run.inputs, system=system, journal=observed, resumed=run.last_seq > 0
-            )
-            result = await executor.run()
-        if result.status in RUN_FINAL_STATUSES:
-            # Metered on the run's own database thread and connection, once its end is committed.
-            await journal.on_thread(functools.partial(run_usage_record, run_id=run.pk))
-    finally:
-        _executing.discard(journal.owner)
-        await journal.close()
-    return result.status
-
-
-def runs_hand_back() -> list[uuid.UUID]:
-    """This process is shutting down: release the leases of the runs it executes (they stop at their next
-    heartbeat, the nodes that succeeded stay done); their ids, to dispatch them again."""
-    return leases_release(owners=list(_executing))
-
-
-def runs_reap(*, now=None) -> dict[str, int]:
-    """Recover runs whose worker is gone: resume them elsewhere, or end them once their attempts are spent.
-
-    A running run with an expired lease is cancelled if a cancel was requested, failed with a
-    reason after MAX_DISPATCH_ATTEMPTS claims, else released and dispatched again. A pending run
-    held by a worker whose hold expired (the worker died with its message, workflows.execution.holds)
-    is dispatched again, as is a run still pending long after its last update (its dispatch was
-    lost). A run running for longer than its user's quota allows is failed (its worker sees it and
-    stops).
-    """
-    now = now or timezone.now()
-    counts = {"resumed": 0, "failed": 0, "cancelled": 0, "redispatched": 0}
-    for run_id, error in runs_over_duration(now=now):
-        with transaction.atomic():
-            running = Q(status=RunStatus.RUNNING)
-            counts["failed"] += _run_close(run_id=run_id, guard=running, status=RunStatus.FAILED, error=error, now=now)
-    expired = Q(status=RunStatus.RUNNING) & (Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True))
-    grace = timedelta(seconds=engine_settings.REDISPATCH_GRACE_S)
-    for run_id, attempts, cancel in Run.objects.filter(expired).values_list(
-        "pk", "dispatch_attempts", "cancel_requested"
-    ):
-        with transaction.atomic():
-            if cancel:
-                counts["cancelled"] += _run_close(run_id=run_id, guard=expired, status=RunStatus.CANCELLED, now=now)
-            elif attempts >= engine_settings.MAX_DISPATCH_ATTEMPTS:
-                error = f"The run's worker was lost {attempts} times; it was not resumed again."
-                counts["failed"] += _run_close(
-                    run_id=run_id, guard=expired, status=RunStatus.FAILED, error=error, now=now
-                )
-            elif Run.objects.filter(expired, pk=run_id).update(
-                lease_owner="", lease_expires_at=now + grace, updated_at=now
-            ):
-                counts["resumed"] += 1
-                transaction.on_commit(lambda run_id=run_id: run_dispatch(run_id=run_id), robust=True)
-    counts["redispatched"] += _runs_held_by_the_dead_redispatch(now=now)
-    stale = now - timedelta(seconds=engine_settings.PENDING_REDISPATCH_S)
-    for run_id in Run.objects.filter(status=RunStatus.PENDING, updated_at__lt=stale).values_list("pk", flat=True):
-        with transaction.atomic():
-            if Run.objects.filter(pk=run_id, status=RunStatus.PENDING, updated_at__lt=stale).update(updated_at=now):
-                counts["redispatched"] += 1
-                transaction.on_commit(lambda run_id=run_id: run_dispatch(run_id=run_id), robust=True)
-    return counts
-
-
-def _runs_held_by_the_dead_redispatch(*, now) -> int:
-    """Dispatch again the pending runs whose worker's hold expired; how many."""
-    dead = Q(status=RunStatus.PENDING, lease_expires_at__lt=now) & ~Q(lease_owner="")
-    count = 0
-    for run_id in Run.objects.filter(dead).values_list("pk", flat=True):
-        with transaction.atomic():
-            if Run.objects.filter(dead, pk=run_id).update(lease_owner="", lease_expires_at=None, updated_at=now):
-                count += 1
-                transaction.on_commit(lambda run_id=run_id: run_dispatch(run_id=run_id), robust=True)
-    return count
-
-
-def _run_close(*, run_id, guard: Q, status: str, now, error: str = "") -> bool:
-    """End a run no worker holds (guarded by ``guard``), with its final event; call inside a transaction."""
-    closed = Run.objects.filter(guard, pk=run_id).update(
-        status=status,
-        error=error,
-        finished_at=now,
-        updated_at=now,
-        lease_owner="",
-        lease_expires_at=None,
-        cancel_requested=status == RunStatus.CANCELLED,
-        last_seq=F("last_seq") + 1,
-    )
-    if not closed:
-        return False
-    seq, workflow_id = Run.objects.filter(pk=run_id).values_list("last_seq", "workflow_id").get()
-    data = {"error": error} if error else {}
-    event = RunEvent.objects.create(run_id=run_id, seq=seq, type=f"run.{status}", node_id="", data=data, at=now)
-    Task.objects.filter(run_id=run_id, status__in=OPEN_TASK_STATUSES).update(
-        status=TaskStatus.CANCELLED, finished_at=now
-    )
-    message = live.event_message(run_id=run_id, seq=seq, event_type=event.type, node_id="", data=data, at=now)
-    transaction.on_commit(lambda: _publish_now(workflow_id=workflow_id, message=message), robust=True)
-    transaction.on_commit(lambda: run_usage_record(run_id=run_id))
-    transaction.on_commit(lambda: runs_finished_count(status=status))
-    return True
-
-
-def _publish_now(*, workflow_id, message: dict) -> None:
-    async_to_sync(live.publish)(workflow_id=workflow_id, message=message)
-
-
-def run_usage_record(*, run_id) -> None:
-    """Meter a finished run (one usage_metrics row); a failure here is logged and never touches the run."""
-    try:
-        from history.usage import usage_record_for_run
-    except ImportError:  # history.usage is not there yet
-        logger.warning("history.usage.usage_record_for_run is missing; run %s was not metered.", run_id)
-        return
-    try:
-        usage_record_for_run(run_id=run_id)
-    except Exception:
-        logger.exception("Could not record the usage of run %s; the run is unaffected.", run_id)

@@ -4,7 +4,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import NotFound
-from workflows.models import Flow
+from workflows.models import WorkflowVersion
 from workflows.permissions import CAN_EDIT, CAN_VIEW
 from workflows.selectors import workflow_get_for_user, workflow_graph
 from workflows.serializers import WorkflowSerializer
@@ -19,10 +19,10 @@ VERSION_PARAMS = [
 ]
 
 
-def _flow(workflow, version: str) -> Flow:
+def _flow(workflow, version: str) -> WorkflowVersion:
     try:
-        return Flow.objects.select_related("create_by").get(workflow=workflow, version=version)
-    except Flow.DoesNotExist:
+        return WorkflowVersion.objects.select_related("create_by").get(workflow=workflow, version=version)
+    except WorkflowVersion.DoesNotExist:
         raise NotFound(f"Version {version[:64]} of this workflow does not exist.", field="version") from None
 
 

@@ -1,16 +1,18 @@
 import semantic_version
 from django.db.models import F, Q, QuerySet
 
-from workflows.models import Flow, Workflow
+from workflows.models import Workflow, WorkflowVersion
 
 from .versions import parse_range
 
 
-def flows_for_workflow(*, workflow: Workflow) -> QuerySet[Flow]:
-    return Flow.objects.filter(workflow=workflow).order_by("-version_major", "-version_minor", "-version_patch")
+def flows_for_workflow(*, workflow: Workflow) -> QuerySet[WorkflowVersion]:
+    return WorkflowVersion.objects.filter(workflow=workflow).order_by(
+        "-version_major", "-version_minor", "-version_patch"
+    )
 
 
-def flow_previous(*, flow: Flow) -> Flow | None:
+def flow_previous(*, flow: WorkflowVersion) -> WorkflowVersion | None:
     """The greatest version of the same group below ``flow``."""
     major, minor, patch = flow.version_major, flow.version_minor, flow.version_patch
     lower = (
@@ -21,13 +23,13 @@ def flow_previous(*, flow: Flow) -> Flow | None:
     return flows_for_workflow(workflow=flow.workflow).filter(lower).first()
 
 
-def flow_latest_released(*, workflow_id, channel: int, version_range: str | None = None) -> Flow | None:
+def flow_latest_released(*, workflow_id, channel: int, version_range: str | None = None) -> WorkflowVersion | None:
     """The greatest version of a group released on ``channel``, optionally within a semver range.
 
     Without a range this is one query walking the (group, major, minor, patch) index.
     """
     released = (
-        Flow.objects.annotate(on_channel=F("release_status").bitand(channel))
+        WorkflowVersion.objects.annotate(on_channel=F("release_status").bitand(channel))
         .filter(workflow_id=workflow_id, on_channel__gt=0)
         .order_by("-version_major", "-version_minor", "-version_patch")
     )
@@ -36,7 +38,7 @@ def flow_latest_released(*, workflow_id, channel: int, version_range: str | None
     spec = parse_range(version_range)
     for flow_id, version in released.values_list("id", "version").iterator(chunk_size=200):
         if spec.match(semantic_version.Version(version)):
-            return Flow.objects.get(pk=flow_id)
+            return WorkflowVersion.objects.get(pk=flow_id)
     return None
 
 

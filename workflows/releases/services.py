@@ -2,10 +2,11 @@
 
 from django.db import IntegrityError, transaction
 
+from agents.tools_runtime import workflow_tools_issues
 from config.errors import Conflict, InvalidInput
 from history.services import audit_log_record
 from workflows.engine import validate_graph
-from workflows.models import Flow, ReleaseChannel, Workflow
+from workflows.models import ReleaseChannel, Workflow, WorkflowVersion
 from workflows.selectors import workflow_graph
 from workflows.services import GraphInvalid, workflow_update
 
@@ -45,7 +46,7 @@ def _release_graph(graph: dict) -> dict:
 
 def workflow_publish(
     *, workflow: Workflow, version: str, user, description: str = "", channels=DEFAULT_CHANNELS
-) -> Flow:
+) -> WorkflowVersion:
     """Freeze the validated draft into a new immutable version, greater than every earlier one."""
     parsed = parse_version(version)
     mask = channels_mask(list(channels))
@@ -55,13 +56,11 @@ def workflow_publish(
         graph = workflow_graph(workflow=workflow)
         issues = validate_graph(graph)
         if not issues:
-            from agents.tools_runtime import workflow_tools_issues
-
             issues = workflow_tools_issues(graph=graph, owner=workflow.owner)
         if issues:
             raise GraphInvalid(issues)
         latest = (
-            Flow.objects.filter(workflow=workflow)
+            WorkflowVersion.objects.filter(workflow=workflow)
             .order_by("-version_major", "-version_minor", "-version_patch")
             .values_list("version_major", "version_minor", "version_patch", "version")
             .first()
@@ -74,7 +73,7 @@ def workflow_publish(
             )
         try:
             with transaction.atomic():
-                flow = Flow.objects.create(
+                flow = WorkflowVersion.objects.create(
                     workflow=workflow,
                     name=workflow.name[:128],
                     description=description,
@@ -102,13 +101,13 @@ def workflow_publish(
     return flow
 
 
-def flow_release(*, flow: Flow, channels, user) -> Flow:
+def flow_release(*, flow: WorkflowVersion, channels, user) -> WorkflowVersion:
     """Release a version on more channels (bits are only added)."""
     mask = channels_mask(channels)
     return _flow_channels_set(flow=flow, user=user, action="flow.release", new=lambda current: current | mask)
 
 
-def flow_withdraw(*, flow: Flow, user, channels=None) -> Flow:
+def flow_withdraw(*, flow: WorkflowVersion, user, channels=None) -> WorkflowVersion:
     """Take a version off some channels, or off all of them; the version itself stays."""
     keep = 0
     if channels is not None:
@@ -116,12 +115,12 @@ def flow_withdraw(*, flow: Flow, user, channels=None) -> Flow:
     return _flow_channels_set(flow=flow, user=user, action="flow.withdraw", new=lambda current: current & keep)
 
 
-def _flow_channels_set(*, flow: Flow, user, action: str, new) -> Flow:
+def _flow_channels_set(*, flow: WorkflowVersion, user, action: str, new) -> WorkflowVersion:
     """Set the version's channels to ``new(current)`` under a row lock; audited when they change."""
     with transaction.atomic():
-        current = Flow.objects.select_for_update().values_list("release_status", flat=True).get(pk=flow.pk)
+        current = WorkflowVersion.objects.select_for_update().values_list("release_status", flat=True).get(pk=flow.pk)
         updated = new(current)
-        Flow.objects.filter(pk=flow.pk).update(release_status=updated, update_by=user)
+        WorkflowVersion.objects.filter(pk=flow.pk).update(release_status=updated, update_by=user)
         if updated != current:
             audit_log_record(
                 actor=user,
@@ -134,6 +133,6 @@ def _flow_channels_set(*, flow: Flow, user, action: str, new) -> Flow:
     return flow
 
 
-def workflow_rollback(*, workflow: Workflow, flow: Flow, user) -> Workflow:
+def workflow_rollback(*, workflow: Workflow, flow: WorkflowVersion, user) -> Workflow:
     """Make a published version the draft again; the next publish needs a new, greater version."""
     return workflow_update(workflow=workflow, user=user, graph=flow.data)

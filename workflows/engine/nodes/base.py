@@ -35,6 +35,7 @@ from jsonschema import Draft202012Validator
 
 from ..errors import RunCancelled
 from ..graph import GraphIssue
+from ..ports import NO_PORTS, NodePorts
 from ..templating import arender_text, arender_value, strings_in
 
 EmitFunction = Callable[[str, dict], Awaitable[None]]
@@ -63,6 +64,8 @@ class NodeContext:
     emit: EmitFunction = _discard
     #: Runs a sub-graph (iteration); set by the executor.
     run_subgraph: Callable[..., Awaitable[dict]] | None = None
+    #: What the node may ask of the platform (the run's owner, its conversation): see ``workflows.engine.ports``.
+    ports: NodePorts = NO_PORTS
 
     async def render(self, source: str) -> str:
         """Render ``source`` as text over the node's variables."""

@@ -20,7 +20,8 @@ that succeeded are not run again by a retry or a resume).
 
 import asyncio
 
-from ..conf import engine_settings
+from config.conf import weft_settings
+
 from ..errors import NonRetryableError
 from .base import NodeContext, NodeType, register
 
@@ -49,7 +50,7 @@ class Iteration(NodeType):
     outputs = frozenset({"results"})
 
     def check(self, config: dict):
-        limit = engine_settings.ITERATION_MAX_CONCURRENCY
+        limit = weft_settings.ITERATION_MAX_CONCURRENCY
         if config.get("concurrency", 1) > limit:
             yield "concurrency", f"At most {limit}."
 
@@ -63,8 +64,8 @@ class Iteration(NodeType):
         items = await ctx.render_value(config["items"])
         if not isinstance(items, list):
             raise NonRetryableError(f"items must be a list, got {type(items).__name__}.")
-        if len(items) > engine_settings.ITERATION_MAX_ITEMS:
-            raise NonRetryableError(f"At most {engine_settings.ITERATION_MAX_ITEMS} items, got {len(items)}.")
+        if len(items) > weft_settings.ITERATION_MAX_ITEMS:
+            raise NonRetryableError(f"At most {weft_settings.ITERATION_MAX_ITEMS} items, got {len(items)}.")
         slots = asyncio.Semaphore(config.get("concurrency", 1))
         prefix = f"{ctx.scope}/" if ctx.scope else ""
 

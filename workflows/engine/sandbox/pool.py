@@ -13,14 +13,10 @@ Workers are shared fairly: one owner (the user a run counts for) holds at most
 who holds the fewest (the earliest waiter among equals), so one user's long code nodes leave
 room for everybody else's.
 
-Settings (``settings.WEFT``, read when used; the pool's size when it is created):
-``SANDBOX_MAX_WORKERS`` (8), ``SANDBOX_MIN_IDLE`` (2), ``SANDBOX_USER_SHARE`` (None: three
-quarters of the workers, at least one), ``SANDBOX_CPU_S`` (5), ``SANDBOX_WALL_S`` (10),
-``SANDBOX_MEMORY_MB`` (256), ``SANDBOX_MAX_CPU_S`` (60), ``SANDBOX_MAX_WALL_S`` (300),
-``SANDBOX_MAX_MEMORY_MB`` (2048), ``SANDBOX_FILE_MB`` (8), ``SANDBOX_TMPFS_MB`` (16),
-``SANDBOX_RESULT_MAX_BYTES`` (1 MiB), ``SANDBOX_USER`` ("nobody": whom a root process starts
-workers as), ``SANDBOX_REQUIRE_ISOLATION`` (True: refuse to run code at all when bubblewrap or
-libseccomp is missing; set False only on a developer machine, where code then runs unisolated).
+Settings: the ``SANDBOX_*`` tunables of ``config/conf.py`` (``WEFT_SANDBOX_*``), read when used
+(the pool's size when it is created). ``SANDBOX_REQUIRE_ISOLATION`` (on by default) refuses to run
+code at all when bubblewrap or libseccomp is missing; turn it off only on a developer machine,
+where code then runs unisolated.
 """
 
 import asyncio
@@ -42,29 +38,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from django.conf import settings
+from config.conf import weft_settings
 
 from ..errors import NodeTimeout, NonRetryableError, RetryableError
 from . import jail
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS = {
-    "SANDBOX_MAX_WORKERS": 8,
-    "SANDBOX_MIN_IDLE": 2,
-    "SANDBOX_CPU_S": 5.0,
-    "SANDBOX_WALL_S": 10.0,
-    "SANDBOX_MEMORY_MB": 256,
-    "SANDBOX_MAX_CPU_S": 60.0,
-    "SANDBOX_MAX_WALL_S": 300.0,
-    "SANDBOX_MAX_MEMORY_MB": 2048,
-    "SANDBOX_FILE_MB": 8,
-    "SANDBOX_TMPFS_MB": 16,
-    "SANDBOX_RESULT_MAX_BYTES": 1024 * 1024,
-    "SANDBOX_USER": "nobody",
-    "SANDBOX_USER_SHARE": None,
-    "SANDBOX_REQUIRE_ISOLATION": True,
-}
 WORKER_PROGRAM = Path(__file__).with_name("_zygote.py")
 START_TIMEOUT_S = 15.0
 #: The worker's exit status when it leaves between two calls (``_zygote.RETIRED``).
@@ -73,10 +53,6 @@ RETIRED = 75
 RETIRED_RETRIES = 3
 #: What the worker may take beyond the wall limit to fork, reap and answer before it is killed.
 ANSWER_GRACE_S = 3.0
-
-
-def _setting(name: str):
-    return getattr(settings, "WEFT", {}).get(name, DEFAULTS[name])
 
 
 class SandboxError(NonRetryableError):
@@ -115,14 +91,14 @@ class Limits:
 
     def resolved(self) -> dict:
         def pick(value, default, maximum):
-            return min(value if value is not None else _setting(default), _setting(maximum))
+            return min(value if value is not None else default, maximum)
 
         return {
-            "cpu_s": pick(self.cpu_s, "SANDBOX_CPU_S", "SANDBOX_MAX_CPU_S"),
-            "wall_s": pick(self.wall_s, "SANDBOX_WALL_S", "SANDBOX_MAX_WALL_S"),
-            "memory_mb": pick(self.memory_mb, "SANDBOX_MEMORY_MB", "SANDBOX_MAX_MEMORY_MB"),
-            "file_mb": _setting("SANDBOX_FILE_MB"),
-            "result_max_bytes": _setting("SANDBOX_RESULT_MAX_BYTES"),
+            "cpu_s": pick(self.cpu_s, weft_settings.SANDBOX_CPU_S, weft_settings.SANDBOX_MAX_CPU_S),
+            "wall_s": pick(self.wall_s, weft_settings.SANDBOX_WALL_S, weft_settings.SANDBOX_MAX_WALL_S),
+            "memory_mb": pick(self.memory_mb, weft_settings.SANDBOX_MEMORY_MB, weft_settings.SANDBOX_MAX_MEMORY_MB),
+            "file_mb": weft_settings.SANDBOX_FILE_MB,
+            "result_max_bytes": weft_settings.SANDBOX_RESULT_MAX_BYTES,
         }
 
 
@@ -144,7 +120,7 @@ def _unprivileged_user() -> dict:
         return {}
     import pwd
 
-    name = _setting("SANDBOX_USER")
+    name = weft_settings.SANDBOX_USER
     try:
         entry = pwd.getpwnam(name)
     except KeyError as exc:
@@ -177,7 +153,7 @@ class SandboxWorker:
             command = jail.command(
                 program_fd=passed[0],
                 seccomp_fd=passed[1],
-                tmpfs_bytes=int(_setting("SANDBOX_TMPFS_MB")) * 1024 * 1024,
+                tmpfs_bytes=int(weft_settings.SANDBOX_TMPFS_MB) * 1024 * 1024,
                 arguments=[json.dumps(options)],
                 hidden=hidden,
             )
@@ -195,7 +171,7 @@ class SandboxWorker:
                 str(WORKER_PROGRAM),
                 json.dumps({"workdir": workdir}),
             ]
-        self.isolation = {**jail_state, "user": _setting("SANDBOX_USER") if as_user else _current_user()}
+        self.isolation = {**jail_state, "user": weft_settings.SANDBOX_USER if as_user else _current_user()}
         try:
             self.process = subprocess.Popen(  # noqa: S603 - our own program, no shell, fixed arguments
                 command,
@@ -561,17 +537,17 @@ def get_pool() -> SandboxPool:
     with _pool_lock:
         if _pool is None or _pool.pid != os.getpid():
             _pool = SandboxPool(
-                max_workers=int(_setting("SANDBOX_MAX_WORKERS")),
-                min_idle=int(_setting("SANDBOX_MIN_IDLE")),
+                max_workers=int(weft_settings.SANDBOX_MAX_WORKERS),
+                min_idle=int(weft_settings.SANDBOX_MIN_IDLE),
                 require_isolation=isolation_required(),
-                user_share=_setting("SANDBOX_USER_SHARE"),
+                user_share=weft_settings.SANDBOX_USER_SHARE,
             )
         return _pool
 
 
 def isolation_required() -> bool:
     """Whether code must not run where it cannot be isolated (``SANDBOX_REQUIRE_ISOLATION``)."""
-    return bool(_setting("SANDBOX_REQUIRE_ISOLATION"))
+    return bool(weft_settings.SANDBOX_REQUIRE_ISOLATION)
 
 
 def prewarm() -> None:

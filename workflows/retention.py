@@ -1,13 +1,13 @@
 """Retention: finished runs (with their tasks and events) and node history older than the window go.
 
-The window is ``settings.WEFT["RETENTION_DAYS"]`` (30 by default, seed 001; ``None`` keeps
+The window is ``WEFT_RETENTION_DAYS`` (30 by default, seed 001; ``None`` keeps
 everything). Deletion goes in batches of ``RETENTION_BATCH_SIZE`` ids, each in a short
 transaction of its own, so that no table is locked and runs being written meanwhile wait for
 nothing. Only runs that have ended (succeeded, failed, cancelled) go; ``usage_metrics`` rows stay
 (their ``run`` becomes null) and so does the audit trail. A run that was never metered (its worker
 died first) is metered just before it is deleted.
 
-A beat task (``history.retention_purge``, see :mod:`history.tasks`) calls
+A beat task (``history.retention_purge``, see :mod:`workflows.tasks`) calls
 :func:`retention_purge`; in embedded mode the engine's periodic loop calls
 :func:`retention_purge_if_due`, which purges at most once per ``RETENTION_INTERVAL_S``.
 """
@@ -15,22 +15,17 @@ A beat task (``history.retention_purge``, see :mod:`history.tasks`) calls
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
+from config.conf import weft_settings
+from history.models import WorkflowNodeHistory
 from workflows.models import RUN_FINAL_STATUSES, Run
 
-from .models import WorkflowNodeHistory
 from .usage import usage_record_missing, usage_sweep
 
-DEFAULTS = {
-    "RETENTION_DAYS": 30,
-    "RETENTION_BATCH_SIZE": 1000,
-    "RETENTION_INTERVAL_S": 3600,
-}
 DUE_KEY = "weft:history:retention-purge-due"
 
 
@@ -41,13 +36,9 @@ class PurgeReport:
     batches: int = 0
 
 
-def retention_setting(name: str):
-    return getattr(settings, "WEFT", {}).get(name, DEFAULTS[name])
-
-
 def retention_cutoff(*, now: datetime | None = None) -> datetime | None:
     """Rows older than this go; None when retention is off."""
-    days = retention_setting("RETENTION_DAYS")
+    days = weft_settings.RETENTION_DAYS
     if days is None:
         return None
     if isinstance(days, bool) or not isinstance(days, int) or days < 1:
@@ -60,7 +51,7 @@ def retention_purge(*, now: datetime | None = None, batch_size: int | None = Non
     cutoff = retention_cutoff(now=now)
     if cutoff is None:
         return PurgeReport()
-    batch_size = batch_size or retention_setting("RETENTION_BATCH_SIZE")
+    batch_size = batch_size or weft_settings.RETENTION_BATCH_SIZE
     # Finished before the cutoff (so created before it too: the created_at index finds them).
     old_runs = Run.objects.filter(status__in=RUN_FINAL_STATUSES, created_at__lt=cutoff, finished_at__lt=cutoff)
     runs, run_batches = _purge_in_batches(
@@ -73,7 +64,7 @@ def retention_purge(*, now: datetime | None = None, batch_size: int | None = Non
 
 def retention_purge_if_due(*, now: datetime | None = None) -> PurgeReport | None:
     """Meter unmetered runs, then purge; at most once per RETENTION_INTERVAL_S in processes sharing the cache."""
-    if not cache.add(DUE_KEY, True, timeout=retention_setting("RETENTION_INTERVAL_S")):
+    if not cache.add(DUE_KEY, True, timeout=weft_settings.RETENTION_INTERVAL_S):
         return None
     usage_sweep(now=now, lookback_s=None)
     return retention_purge(now=now)

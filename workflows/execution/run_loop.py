@@ -1,16 +1,16 @@
-"""One background event loop per process on which runs execute, side by side.
+"""The run loop: one background event loop per process on which runs execute, side by side.
 
-Embedded mode (no Redis): the server process's loop (``embedded_engine``). The API still
+Embedded mode (no Redis): the server process's loop (``server_run_loop``). The API still
 answers at once: ``submit`` only hands the run over. That loop also runs the reaper every
 REAPER_INTERVAL_S, so that runs left ``running`` by a previous process resume. It executes every
 run it is handed at once: there are no places that one user's runs could all take, so it needs
 no share per user (a worker's threads do: workflows.execution.fairness).
 
-With Redis, each Celery worker process has one too (``worker_engine``, without the reaper,
+With Redis, each Celery worker process has one too (``worker_run_loop``, without the reaper,
 which is a beat task there): every task thread hands its run to it and waits for the end, so
 a run waiting for a retry or a slow answer holds no thread of its own and blocks no other run.
 
-A server in embedded mode stops its engine when it shuts down (config.shutdown, before Python's
+A server in embedded mode stops its run loop when it shuts down (config.shutdown, before Python's
 exit waits for threads): the reaper stops, the runs' leases are released (each run stops
 at its next heartbeat; the next process's reaper resumes it from its last completed node), and the
 loop ends, within STOP_TIMEOUT_S. Runs handed over meanwhile stay pending for that reaper.
@@ -24,18 +24,26 @@ import time
 
 from django.db import close_old_connections
 
-from workflows.engine.conf import engine_settings
+from config.conf import weft_settings
+from workflows.engine.sandbox import prewarm
+from workflows.retention import retention_purge_if_due
+from workflows.usage import usage_sweep
+
+from .reaper import runs_reap
+from .runner import run_execute, runs_hand_back
 
 logger = logging.getLogger(__name__)
 
-#: How long a stopping engine waits for its runs to stop after their leases are released (seconds).
+#: How long a stopping run loop waits for its runs to stop after their leases are released (seconds).
 STOP_TIMEOUT_S = 5.0
-#: How often a stopping engine releases the leases of its runs again while some still execute (seconds).
+#: How often a stopping run loop releases the leases of its runs again while some still execute (seconds).
 HAND_BACK_CHECK_S = 0.5
 
 
-class EmbeddedEngine:
-    def __init__(self, *, reaper: bool = True, name: str = "weft-embedded-engine"):
+class RunLoop:
+    """A thread with an event loop that executes the runs handed to it (``submit``) until the process stops."""
+
+    def __init__(self, *, reaper: bool = True, name: str = "weft-run-loop"):
         self._reaper = reaper
         self._name = name
         self._lock = threading.Lock()
@@ -47,7 +55,7 @@ class EmbeddedEngine:
     def start(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._stopped:
-                raise RuntimeError("The engine was stopped: this process is shutting down.")
+                raise RuntimeError("The run loop was stopped: this process is shutting down.")
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(target=self._serve, args=(loop,), name=self._name, daemon=True)
@@ -74,8 +82,6 @@ class EmbeddedEngine:
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Stop the reaper, hand the runs back (released leases) and end the loop once they have stopped
         (at most ``timeout`` seconds; the runs still executing then are cancelled with it)."""
-        from .services import runs_hand_back
-
         with self._lock:
             loop, self._stopped = self._loop, True
         if loop is None:
@@ -102,8 +108,6 @@ class EmbeddedEngine:
 
     def submit(self, run_id):
         """Execute the run on the background loop; returns a concurrent Future of its final status."""
-        from .services import run_execute
-
         with self._lock:
             if self._stopped:  # shutting down: the run stays pending for the next process's reaper
                 future = concurrent.futures.Future()
@@ -122,22 +126,17 @@ class EmbeddedEngine:
 
     async def _reap_forever(self) -> None:
         while True:
-            await asyncio.sleep(engine_settings.REAPER_INTERVAL_S)
-            if not engine_settings.EMBEDDED_REAPER:
+            await asyncio.sleep(weft_settings.REAPER_INTERVAL_S)
+            if not weft_settings.EMBEDDED_REAPER:
                 continue
             try:
                 await asyncio.to_thread(_reap_once)
             except Exception:
-                logger.exception("The embedded reaper failed; it will try again.")
+                logger.exception("The run loop's reaper failed; it will try again.")
 
 
 def _reap_once() -> None:
     """The housekeeping beat does with Redis: resume orphaned runs, meter unmetered ones, purge old ones."""
-    from history.retention import retention_purge_if_due
-    from history.usage import usage_sweep
-
-    from .services import runs_reap
-
     try:
         runs_reap()
         usage_sweep()
@@ -147,8 +146,6 @@ def _reap_once() -> None:
 
 
 def _prewarm_sandbox() -> None:
-    from workflows.engine.sandbox import prewarm
-
     try:
         prewarm()
     except Exception:
@@ -160,7 +157,7 @@ def _log_failure(future) -> None:
         logger.error("An embedded run crashed; the reaper will resume it.", exc_info=future.exception())
 
 
-#: The server's engine in embedded mode.
-embedded_engine = EmbeddedEngine()
-#: A Celery worker process's engine (see workflows.tasks).
-worker_engine = EmbeddedEngine(reaper=False, name="weft-worker-engine")
+#: The server's run loop in embedded mode (it also reaps).
+server_run_loop = RunLoop(name="weft-server-run-loop")
+#: A Celery worker process's run loop (see workflows.tasks; beat reaps).
+worker_run_loop = RunLoop(reaper=False, name="weft-worker-run-loop")

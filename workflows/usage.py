@@ -9,7 +9,7 @@ are the run's totals. A run that used no model gets one row with provider and mo
 
 The worker that ends a run meters it right after the final status is committed. If it dies in
 between, :func:`usage_sweep` meters the run later: every minute over the runs of the last hour
-(the ``history.usage_sweep`` beat task, or the embedded reaper), every hour over all runs (with
+(the ``history.usage_sweep`` beat task, or the server's run loop in embedded mode), every hour over all runs (with
 the retention purge, which also meters any run it is about to delete). A run is metered once
 however many of them try: its row is locked while its rows are checked and written, and
 (run, provider, model) is unique.
@@ -20,16 +20,16 @@ import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from agents.models import Agent, LLMProvider
+from config.conf import weft_settings
 from config.errors import Conflict, NotFound
-from workflows.engine.templating import TemplateRenderError, render_text
+from history.models import UsageMetric
+from workflows.engine import TemplateRenderError, render_text
 from workflows.models import RUN_FINAL_STATUSES, Run, Task, TaskStatus
-
-from .models import UsageMetric
 
 logger = logging.getLogger(__name__)
 
@@ -37,20 +37,7 @@ logger = logging.getLogger(__name__)
 MODEL_NODE_TYPES = ("llm", "agent")
 RAN = (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
 
-SWEEP_DEFAULTS = {
-    # Runs metered per sweep, at most.
-    "USAGE_SWEEP_BATCH_SIZE": 200,
-    # A run that ended less than this ago is left to the worker that ended it.
-    "USAGE_SWEEP_GRACE_S": 30,
-    # How far back (by creation) the minutely sweep looks, so that it reads a short stretch of the
-    # created_at index; the hourly retention task sweeps every run (lookback None).
-    "USAGE_SWEEP_LOOKBACK_S": 3600,
-}
 _DEFAULT = object()
-
-
-def usage_setting(name: str):
-    return getattr(settings, "WEFT", {}).get(name, SWEEP_DEFAULTS[name])
 
 
 def usage_record_for_run(*, run_id: uuid.UUID | str) -> list[UsageMetric]:
@@ -70,9 +57,11 @@ def usage_sweep(*, now: datetime | None = None, limit: int | None = None, lookba
     cannot be metered is logged and skipped; the next sweep tries it again.
     """
     now = now or timezone.now()
-    limit = limit or usage_setting("USAGE_SWEEP_BATCH_SIZE")
-    lookback_s = usage_setting("USAGE_SWEEP_LOOKBACK_S") if lookback_s is _DEFAULT else lookback_s
-    settled = now - timedelta(seconds=usage_setting("USAGE_SWEEP_GRACE_S"))
+    limit = limit or weft_settings.USAGE_SWEEP_BATCH_SIZE
+    # The minutely sweep reads a short stretch of the created_at index; the hourly retention task
+    # sweeps every run (lookback None).
+    lookback_s = weft_settings.USAGE_SWEEP_LOOKBACK_S if lookback_s is _DEFAULT else lookback_s
+    settled = now - timedelta(seconds=weft_settings.USAGE_SWEEP_GRACE_S)
     unmetered = Run.objects.filter(
         Q(finished_at__lt=settled) | Q(finished_at__isnull=True, updated_at__lt=settled),
         ~Exists(UsageMetric.objects.filter(run=OuterRef("pk"))),
@@ -172,8 +161,6 @@ def _node(graph: dict, node_id: str) -> dict | None:
 
 def _provider_and_model(*, run: Run, config: dict, usage: dict, cache: dict) -> tuple[str, str]:
     """The provider's name and the model, from the usage when it says, else from the node's config."""
-    from agents.models import Agent, LLMProvider
-
     provider_ref = str(usage.get("provider") or config.get("provider") or "")
     model = str(usage.get("model") or config.get("model") or "")
     if "{{" in provider_ref or "{%" in provider_ref:

@@ -1,0 +1,68 @@
+"""Executing a run: claim it, run its graph through the engine, record its end.
+
+The runner knows no transport: whoever hands it a run id (the server's run loop in embedded
+mode, a Celery task thread on a worker) awaits :func:`run_execute` on a run loop
+(:mod:`workflows.execution.run_loop`).
+"""
+
+import functools
+import os
+import socket
+import uuid
+
+from observability.runs import run_observed
+from workflows.engine import RunExecutor
+from workflows.models import RUN_FINAL_STATUSES
+
+from .ending import run_usage_record
+from .journal import DatabaseJournal, leases_release
+from .ports import run_ports
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+#: The lease owners of the runs this process is executing (``runs_hand_back`` releases them).
+_executing: set[str] = set()
+
+
+async def run_execute(*, run_id: uuid.UUID | str) -> str | None:
+    """Claim the run and execute it to its end here; the final status ("lost": its lease was lost or handed
+    back, it stopped), or None if it was not claimable."""
+    journal = DatabaseJournal(run_id=uuid.UUID(str(run_id)), owner=worker_name())
+    _executing.add(journal.owner)
+    try:
+        run = await journal.claim()
+        if run is None:
+            return None
+        system = {
+            "run_id": str(run.pk),
+            "workflow_id": str(run.workflow_id),
+            "user_id": run.triggered_by_id,
+            "trigger": run.trigger,
+            "created_at": run.created_at.isoformat(),
+        }
+        with run_observed(run=run, journal=journal) as observed:
+            executor = RunExecutor(
+                graph=run.graph,
+                inputs=run.inputs,
+                system=system,
+                journal=observed,
+                resumed=run.last_seq > 0,
+                ports=run_ports(run),
+            )
+            result = await executor.run()
+        if result.status in RUN_FINAL_STATUSES:
+            # Metered on the run's own database thread and connection, once its end is committed.
+            await journal.on_thread(functools.partial(run_usage_record, run_id=run.pk))
+    finally:
+        _executing.discard(journal.owner)
+        await journal.close()
+    return result.status
+
+
+def runs_hand_back() -> list[uuid.UUID]:
+    """This process is shutting down: release the leases of the runs it executes (they stop at their next
+    heartbeat, the nodes that succeeded stay done); their ids, to dispatch them again."""
+    return leases_release(owners=list(_executing))
