@@ -17,7 +17,9 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 NPROC := $(shell nproc 2>/dev/null || echo 1)
-XDIST := $(shell [ $(NPROC) -ge 2 ] && echo "-n auto")
+# worksteal: a worker that is done takes tests queued for another (the slow ones would otherwise
+# leave one worker alone at the end).
+XDIST := $(shell [ $(NPROC) -ge 2 ] && echo "-n auto --dist worksteal")
 
 .PHONY: help run serve demo migrate collectstatic test test-journal-sqlite lint lint-js bench clean venv install install-dev lock sandbox browser
 

@@ -27,7 +27,7 @@ if settings.EMBEDDED:
     server_run_loop.start()
     schedule_ticker.start()
 
-# SIGTERM: hand the embedded engine's runs back, and exit within seconds (config/shutdown.py).
+# SIGTERM: hand the server run loop's runs back, and exit within seconds (config/shutdown.py).
 stop_with_server(engine=server_run_loop if settings.EMBEDDED else None)
 
 # TrustedProxyMiddleware outside all: the client's address comes from a trusted proxy's header only

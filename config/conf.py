@@ -163,7 +163,10 @@ TUNABLES: tuple[Tunable, ...] = (
     ),
     Tunable("RETENTION_BATCH_SIZE", 1000, int, "Rows the retention purge deletes per transaction."),
     Tunable(
-        "RETENTION_INTERVAL_S", 3600, int, "Seconds between two retention purges (beat's, and the embedded engine's)."
+        "RETENTION_INTERVAL_S",
+        3600,
+        int,
+        "Seconds between two retention purges (beat's; the server's in embedded mode).",
     ),
     Tunable("USAGE_SWEEP_BATCH_SIZE", 200, int, "Unmetered runs one usage sweep meters, at most."),
     Tunable("USAGE_SWEEP_GRACE_S", 30, int, "Seconds a finished run is left to its worker to meter."),

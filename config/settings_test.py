@@ -13,7 +13,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
-    # A file, not shared-cache memory: the embedded engine's thread writes while the test reads,
+    # A file, not shared-cache memory: the server run loop's thread writes while the test reads,
     # and shared-cache SQLite locks whole tables across connections.
     # One file per pytest process, so that concurrent test runs never share it.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / f"test-weft-{os.getpid()}.sqlite3")}  # noqa: F405

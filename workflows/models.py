@@ -136,7 +136,7 @@ class Edge(models.Model):
 
 
 class ReleaseChannel(models.IntegerChoices):
-    """Bits of ``Flow.release_status``: a version may be released on several channels at once."""
+    """Bits of ``WorkflowVersion.release_status``: a version may be released on several channels at once."""
 
     WEB = 1, "Web"
     API = 2, "API"

@@ -38,7 +38,7 @@ def failing_workflow(user):
 
 @pytest.fixture
 def embedded(settings):
-    """Runs execute in this process (the embedded engine), whether or not REDIS_URL is set."""
+    """Runs execute in this process (the server's run loop), whether or not REDIS_URL is set."""
     settings.EMBEDDED = True
 
 

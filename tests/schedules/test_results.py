@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 
 def fire_and_finish(schedule, *, now):
-    """Fire the schedule's tick at ``now`` and let the embedded engine finish the run."""
+    """Fire the schedule's tick at ``now`` and let the server's run loop finish the run."""
     (run,) = schedules_fire_due(now=now)
     run = run_wait(run=run, timeout=20)
     assert run.is_finished

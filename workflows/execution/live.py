@@ -9,8 +9,8 @@ together reach a run's group as one ``{"type": "run.events", "events": [...]}`` 
 unpacks either).
 
 The in-memory channel layer (embedded mode) belongs to the event loop its consumers wait on;
-the embedded engine runs on a loop of its own, so its sends are handed over to the consumers'
-loop (which a consumer registers on connect). channels_redis needs no such care.
+the server's run loop is an event loop of its own, so its sends are handed over to the
+consumers' loop (which a consumer registers on connect). channels_redis needs no such care.
 """
 
 import asyncio

@@ -2,7 +2,7 @@
 
 It calls the service beat's entry calls, ``schedules_fire_due``, which claims each tick in the
 database: a tick fires once even if a beat, or another server, ticks against the same database
-too. ``config/asgi.py`` starts it with the embedded engine.
+too. ``config/asgi.py`` starts it with the server's run loop.
 """
 
 import logging
