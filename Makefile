@@ -17,11 +17,12 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 NPROC := $(shell nproc 2>/dev/null || echo 1)
-# worksteal: a worker that is done takes tests queued for another (the slow ones would otherwise
-# leave one worker alone at the end).
-XDIST := $(shell [ $(NPROC) -ge 2 ] && echo "-n auto --dist worksteal")
+# Tests are handed out two at a time: in bigger chunks the slow ones (schemathesis, ~100 s each)
+# queued behind each other on one worker while the other sat idle. Each worker still runs its tests
+# in pytest-django's order (transactional ones after the others), which --dist worksteal breaks.
+XDIST := $(shell [ $(NPROC) -ge 2 ] && echo "-n auto --maxschedchunk 2")
 
-.PHONY: help run serve demo migrate collectstatic test test-journal-sqlite lint lint-js bench clean venv install install-dev lock sandbox browser
+.PHONY: loadgen help run serve demo migrate collectstatic test test-journal-sqlite lint lint-js bench clean venv install install-dev lock sandbox browser
 
 help:
 	@echo "make run      create the venv, install, migrate SQLite, load the demo, serve on \$$PORT (default 8000)"
@@ -30,7 +31,7 @@ help:
 	@echo "make lint     ruff check, ruff format --check and the import contracts (lint-imports)"
 	@echo "make lint-js  eslint over the console's JavaScript (npm ci from package-lock.json)"
 	@echo "make migrate  apply migrations to DATABASE_URL (default: var/weft.sqlite3)"
-	@echo "make bench    engine benchmarks"
+	@echo "make bench    engine and HTTP benchmarks (BENCH_ONLY=http,engine runs only those parts)"
 	@echo "make lock     compile requirements/*.in into the hashed lock files requirements/*.txt"
 	@echo "make clean    remove the venv, the SQLite database, collected static files and caches"
 
@@ -112,13 +113,17 @@ sandbox:
 browser:
 	$(call debian_package,chromium,chromium,the console's browser tests)
 
+# The bench's HTTP part and its test load the server with ab (a C client: it eats no server CPU).
+loadgen:
+	$(call debian_package,ab,apache2-utils,the bench's HTTP load)
+
 serve: install $(ENV_FILE)
 	@echo "Serving Weft on http://$(HOST):$(PORT)/  (admin: /admin/, API: /api/v1/, docs: /api/docs/)"
 	exec $(BIN)/daphne -b $(HOST) -p $(PORT) config.asgi:application
 
 # --- Checking it -------------------------------------------------------------------------------
 
-test: install-dev sandbox browser
+test: install-dev sandbox browser loadgen
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # The journal writes a batch in one SQL statement on PostgreSQL and through the ORM elsewhere: its
@@ -142,7 +147,7 @@ lint-js: node_modules/.package-lock.json
 	npx --no-install eslint static/console eslint.config.js
 
 # Meant for PostgreSQL + Redis (DATABASE_URL, REDIS_URL); falls back to SQLite with a warning.
-bench: install-dev
+bench: install-dev sandbox loadgen
 	$(BIN)/python -m bench
 
 clean:

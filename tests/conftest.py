@@ -15,12 +15,8 @@ def services_required() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    """The slow tests (they start servers and workers) go first, so that pytest-xdist's workers run
-    them side by side from the start rather than one worker alone at the end.
-
-    Tests marked `services` need PostgreSQL and Redis: skipped without them (CI refuses to start
+    """Tests marked `services` need PostgreSQL and Redis: skipped without them (CI refuses to start
     without them, see pytest_sessionstart)."""
-    items.sort(key=lambda item: 0 if "slow" in item.keywords else 1)
     have_postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
     have_redis = bool(settings.REDIS_URL)
     if have_postgres and have_redis:
