@@ -78,13 +78,13 @@ def bench_modules() -> list:
 
 def print_table(rows: list[dict]) -> None:
     print()
-    print(f"{'name':<24} {'value':>12} {'unit':<10} {'target':>8}  ok")
-    print("-" * 62)
+    print(f"{'name':<28} {'value':>12} {'unit':<10} {'target':>8}  ok")
+    print("-" * 66)
     for row in rows:
         value = "-" if row["value"] is None else f"{row['value']:.3f}"
         target = "" if row.get("target") is None else f"{row['target']:g}"
         ok = {True: "yes", False: "NO", None: ""}[row.get("ok")]
-        print(f"{row['name']:<24} {value:>12} {row['unit']:<10} {target:>8}  {ok}")
+        print(f"{row['name']:<28} {value:>12} {row['unit']:<10} {target:>8}  {ok}")
         if row.get("note"):
             print(f"    {row['note']}")
     print()

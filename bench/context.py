@@ -69,12 +69,21 @@ class BenchContext:
         self.warnings.append(message)
         print(f"bench: warning: {message}", file=sys.stderr, flush=True)
 
-    def spawn(self, *args: str, ready: Callable[[], bool] | None = None, timeout: float = 30.0, name: str = ""):
-        """Start ``args`` (``python -m ...`` if args[0] is "-m") in the repository, stopped by ``close``."""
+    def spawn(
+        self,
+        *args: str,
+        ready: Callable[[], bool] | None = None,
+        timeout: float = 30.0,
+        name: str = "",
+        env: dict | None = None,
+    ):
+        """Start ``args`` (``python -m ...`` if args[0] is "-m") in the repository, stopped by ``close``.
+
+        ``env`` replaces ``self.env`` for this process."""
         command = [sys.executable, *args] if args[0] == "-m" else list(args)
         # The bench's own commands (python -m daphne/celery), no outside input.
         process = subprocess.Popen(  # noqa: S603
-            command, cwd=ROOT, env=self.env, start_new_session=True, stdout=subprocess.DEVNULL
+            command, cwd=ROOT, env=env or self.env, start_new_session=True, stdout=subprocess.DEVNULL
         )
         self._processes.append(process)
         if ready is not None:
