@@ -14,14 +14,16 @@ Each quota has a default in ``settings.WEFT["QUOTAS"]`` (``WEFT_QUOTA_*``, read 
 A run counts for the user who started it or, when nobody signed in did (a client app), for the
 workflow's owner. The checks are atomic across processes: each runs under a lock on that user's
 row, and counts what is in the database (workflows owned, runs in flight) or in a day counter:
-a Redis INCR when there is Redis, a ``quota_counters`` row in the same transaction in embedded
-mode. A start that is refused or fails gives its increments back.
+a Redis key when there is Redis, checked and incremented by one script, or a ``quota_counters``
+row in the same transaction in embedded mode. A refused start takes nothing; one that fails gives
+its increments back. A run start's checks cost one round trip to the database and one to Redis.
 
 The checks live beside the runs and workflows they count; the overrides and the day counters are
 rows of ``accounts``, which knows nothing of workflows.
 """
 
 import contextlib
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,8 +31,8 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
-from django.db.models import Case, F, Min, Q, QuerySet, Value, When
+from django.db import connection, transaction
+from django.db.models import Min
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -59,19 +61,7 @@ class QuotaLimits:
 def quota_limits(*, user_id: int) -> QuotaLimits:
     """The user's limits: the defaults from settings, overridden by the fields set in their UserQuota."""
     overrides = UserQuota.objects.filter(user_id=user_id).values(*QUOTAS).first() or {}
-    return QuotaLimits(
-        **{
-            name: getattr(weft_settings, name.upper()) if overrides.get(name) is None else overrides[name]
-            for name in QUOTAS
-        }
-    )
-
-
-def runs_in_flight(*, user_id: int) -> QuerySet[Run]:
-    """The runs pending or running that count for the user (started by them, or by an app on their workflow)."""
-    return Run.objects.filter(status__in=(RunStatus.PENDING, RunStatus.RUNNING)).filter(
-        Q(triggered_by_id=user_id) | Q(triggered_by__isnull=True, workflow__owner_id=user_id)
-    )
+    return QuotaLimits(**{name: _or_default(name, overrides.get(name)) for name in QUOTAS})
 
 
 def workflow_quota_check(*, owner: User) -> None:
@@ -95,38 +85,39 @@ def workflow_quota_check(*, owner: User) -> None:
 def run_quota_reserve(*, workflow: Workflow, user) -> Iterator[None]:
     """Hold a place for one new run of ``workflow`` started by ``user`` (None: a client app) during the block.
 
-    Raises QuotaExceeded, naming the quota, when there is none. Use it in the transaction that
-    creates the run, around the creation: the place is given back if the block raises.
+    Raises QuotaExceeded, naming the quota, when there is none. Use it in the atomic block that
+    creates the run, around the creation: the place is given back if the block raises, the
+    database's share of it by that atomic block rolling back. It costs two round trips, one to
+    the database and one to Redis (embedded mode: both to the database).
     """
     user_id = getattr(user, "pk", None) if getattr(user, "is_authenticated", False) else None
     user_id = user_id or workflow.owner_id
-    limits = quota_limits(user_id=user_id)
-    owner_limits = limits if workflow.owner_id == user_id else quota_limits(user_id=workflow.owner_id)
-    with transaction.atomic():
-        _user_lock(user_id=user_id)
-        if runs_in_flight(user_id=user_id).count() >= limits.concurrent_runs:
+    # No savepoint of its own: a refusal rolls back the caller's atomic block with it.
+    with transaction.atomic(savepoint=False):
+        state = _run_quota_state(user_id=user_id, owner_id=workflow.owner_id)
+        if state.in_flight >= state.concurrent_runs:
             raise QuotaExceeded(
-                f"{limits.concurrent_runs} runs are pending or running, the most allowed at once "
+                f"{state.concurrent_runs} runs are pending or running, the most allowed at once "
                 "(quota concurrent_runs); start this one when one of them has ended.",
                 quota="concurrent_runs",
-                limit=limits.concurrent_runs,
+                limit=state.concurrent_runs,
                 retry_after=CONCURRENT_RETRY_AFTER_S,
             )
         counters = _day_counters()
         today = timezone.now().astimezone(UTC).date()
         day_quotas = {
-            f"runs_per_day:user:{user_id}": ("runs_per_day", limits.runs_per_day, "runs per user"),
+            f"runs_per_day:user:{user_id}": ("runs_per_day", state.runs_per_day, "runs per user"),
             f"workflow_runs_per_day:workflow:{workflow.pk}": (
                 "workflow_runs_per_day",
-                owner_limits.workflow_runs_per_day,
+                state.workflow_runs_per_day,
                 "runs of this workflow",
             ),
         }
-        counts = counters.take(keys=list(day_quotas), day=today)
+        full = counters.take(limits={key: limit for key, (_, limit, _) in day_quotas.items()}, day=today)
+        if full is not None:
+            quota, limit, what = day_quotas[full]
+            raise _day_quota_exceeded(quota=quota, limit=limit, what=what, day=today)
         try:
-            for key, (quota, limit, what) in day_quotas.items():
-                if counts[key] > limit:
-                    raise _day_quota_exceeded(quota=quota, limit=limit, what=what, day=today)
             yield
         except BaseException:
             counters.give_back(keys=list(day_quotas), day=today)
@@ -164,6 +155,81 @@ def _user_lock(*, user_id: int) -> None:
     User.objects.select_for_update(no_key=True).filter(pk=user_id).values_list("pk").first()
 
 
+@dataclass(frozen=True)
+class _RunQuotaState:
+    """What a run start is checked against: the starting user's limits, the workflow owner's
+    ``workflow_runs_per_day``, and the user's runs in flight."""
+
+    concurrent_runs: int
+    runs_per_day: int
+    workflow_runs_per_day: int
+    in_flight: int
+
+
+def _table(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _column(model, field: str) -> str:
+    return connection.ops.quote_name(model._meta.get_field(field).column)
+
+
+@functools.cache
+def _run_quota_state_sql(vendor: str) -> str:
+    """The overrides of the user and of the workflow's owner (NULL: the default), and the user's runs
+    in flight: pending or running, started by them or by an app on a workflow they own. Scalar
+    subqueries, so that a user without a UserQuota row still gives one row. Names from the models.
+
+    On PostgreSQL it is preceded by the lock on the user's row (as ``_user_lock``), as a statement
+    of its own: in READ COMMITTED each statement reads from a snapshot taken when it starts, so the
+    count must come from a statement that starts once the lock is held.
+    """
+    quotas, runs, workflows, users = _table(UserQuota), _table(Run), _table(Workflow), _table(User)
+    quota_user = _column(UserQuota, "user")
+    triggered_by, status = f"{runs}.{_column(Run, 'triggered_by')}", f"{runs}.{_column(Run, 'status')}"
+    state = f"""
+SELECT
+    (SELECT {_column(UserQuota, "concurrent_runs")} FROM {quotas} WHERE {quota_user} = %(user)s),
+    (SELECT {_column(UserQuota, "runs_per_day")} FROM {quotas} WHERE {quota_user} = %(user)s),
+    (SELECT {_column(UserQuota, "workflow_runs_per_day")} FROM {quotas} WHERE {quota_user} = %(owner)s),
+    (SELECT COUNT(*) FROM {runs} INNER JOIN {workflows}
+        ON {runs}.{_column(Run, "workflow")} = {workflows}.{_column(Workflow, "id")}
+     WHERE {status} IN (%(pending)s, %(running)s)
+       AND ({triggered_by} = %(user)s
+            OR ({triggered_by} IS NULL AND {workflows}.{_column(Workflow, "owner")} = %(user)s)))
+"""  # noqa: S608 - names from the models' _meta, quoted; the values are parameters
+    if vendor != "postgresql":
+        return state
+    user_id = _column(User, "id")
+    lock = f"SELECT {user_id} FROM {users} WHERE {user_id} = %(user)s FOR NO KEY UPDATE"  # noqa: S608
+    return f"{lock};{state}"
+
+
+def _run_quota_state(*, user_id: int, owner_id: int) -> _RunQuotaState:
+    """The limits and runs in flight of ``user_id``, counted under the lock on their row, in one round trip.
+
+    On PostgreSQL the lock and the count go as two statements in one query (psycopg's client-side
+    binding cursor, Django's default, sends them together). SQLite has no row locks and needs
+    none: its transactions (IMMEDIATE) hold the database's write lock from their start.
+    """
+    params = {"user": user_id, "owner": owner_id, "pending": RunStatus.PENDING, "running": RunStatus.RUNNING}
+    with connection.cursor() as cursor:
+        cursor.execute(_run_quota_state_sql(connection.vendor), params)
+        if connection.vendor == "postgresql":
+            cursor.nextset()  # past the lock's result
+        concurrent_runs, runs_per_day, workflow_runs_per_day, in_flight = cursor.fetchone()
+    return _RunQuotaState(
+        concurrent_runs=_or_default("concurrent_runs", concurrent_runs),
+        runs_per_day=_or_default("runs_per_day", runs_per_day),
+        workflow_runs_per_day=_or_default("workflow_runs_per_day", workflow_runs_per_day),
+        in_flight=in_flight,
+    )
+
+
+def _or_default(quota: str, override: int | None) -> int:
+    return getattr(weft_settings, quota.upper()) if override is None else override
+
+
 def _day_quota_exceeded(*, quota: str, limit: int, what: str, day: date) -> QuotaExceeded:
     resets_at = datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC)
     retry_after = max(1, math.ceil((resets_at - timezone.now()).total_seconds()))
@@ -176,17 +242,31 @@ def _day_quota_exceeded(*, quota: str, limit: int, what: str, day: date) -> Quot
     )
 
 
-class _RedisDayCounters:
-    """A Redis key per quota, subject and day, incremented atomically; shared by every process."""
+# KEYS: the day counters; ARGV[1]: their expiry (s), then each counter's limit. Counts one more in
+# each counter, or, when one has reached its limit, in none: the number of that one (from 1), or 0.
+_TAKE_SCRIPT = """
+for i, key in ipairs(KEYS) do
+    if tonumber(redis.call('GET', key) or '0') >= tonumber(ARGV[i + 1]) then
+        return i
+    end
+end
+for _, key in ipairs(KEYS) do
+    redis.call('INCR', key)
+    redis.call('EXPIRE', key, ARGV[1])
+end
+return 0
+"""
 
-    def take(self, *, keys: list[str], day: date) -> dict[str, int]:
-        """Count one more for each key (in one round trip); the counts after it."""
-        with redis_client().pipeline() as pipe:
-            for key in keys:
-                name = self._name(key=key, day=day)
-                pipe.incr(name).expire(name, DAY_COUNTER_TTL_S)
-            replies = pipe.execute()
-        return dict(zip(keys, replies[::2], strict=True))
+
+class _RedisDayCounters:
+    """A Redis key per quota, subject and day, checked and incremented atomically by one script;
+    shared by every process."""
+
+    def take(self, *, limits: dict[str, int], day: date) -> str | None:
+        """Count one more for each key (in one round trip), or for none when one is full: that key."""
+        take = redis_client().register_script(_TAKE_SCRIPT)
+        full = take(keys=[self._name(key=key, day=day) for key in limits], args=[DAY_COUNTER_TTL_S, *limits.values()])
+        return list(limits)[full - 1] if full else None
 
     def give_back(self, *, keys: list[str], day: date) -> None:
         with redis_client().pipeline() as pipe:
@@ -201,17 +281,36 @@ class _RedisDayCounters:
         return cache.make_key(f"weft:quota:{key}:{day.isoformat()}")
 
 
+@functools.cache
+def _take_sql(rows: int) -> str:
+    """One row per key, counting from 1 on a new day; PostgreSQL and SQLite (3.35+) both read it.
+
+    Names from the model's _meta; the values are parameters.
+    """
+    table, key, day, count = _table(QuotaCounter), *(_column(QuotaCounter, name) for name in ("key", "day", "count"))
+    values = ", ".join(["(%s, %s, 1)"] * rows)
+    return f"""
+INSERT INTO {table} ({key}, {day}, {count}) VALUES {values}
+ON CONFLICT ({key}) DO UPDATE SET
+    {count} = CASE WHEN {table}.{day} = excluded.{day} THEN {table}.{count} + 1 ELSE 1 END,
+    {day} = excluded.{day}
+RETURNING {key}, {count}
+"""  # noqa: S608
+
+
 class _DatabaseDayCounters:
     """``quota_counters`` rows, written in the caller's transaction: a start that is refused or
     fails rolls its increments back with it, so there is nothing to give back by hand."""
 
-    def take(self, *, keys: list[str], day: date) -> dict[str, int]:
-        """Count one more for each key; the counts after it. The rows stay locked until the transaction ends."""
-        new_rows = [QuotaCounter(key=key, day=day, count=0) for key in keys]
-        QuotaCounter.objects.bulk_create(new_rows, ignore_conflicts=True)
-        rows = QuotaCounter.objects.filter(key__in=keys)
-        rows.update(count=Case(When(day=day, then=F("count") + 1), default=Value(1)), day=day)
-        return dict(rows.values_list("key", "count"))
+    def take(self, *, limits: dict[str, int], day: date) -> str | None:
+        """Count one more for each key (in one statement); the first key over its limit, if any.
+
+        The rows stay locked until the transaction ends, so concurrent starts count one after the other.
+        """
+        with connection.cursor() as cursor:
+            cursor.execute(_take_sql(len(limits)), [value for key in limits for value in (key, day.isoformat())])
+            counts = dict(cursor.fetchall())
+        return next((key for key, limit in limits.items() if counts[key] > limit), None)
 
     def give_back(self, *, keys: list[str], day: date) -> None:
         pass
