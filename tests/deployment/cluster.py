@@ -347,3 +347,28 @@ async def next_message(ws, *, settled: asyncio.Event, grace: float) -> str | Non
         return await asyncio.wait_for(ws.recv(), timeout=grace)
     except TimeoutError:
         return None
+
+
+#: The events that end a run.
+FINAL_EVENTS = frozenset({"run.succeeded", "run.failed", "run.cancelled"})
+
+
+async def events_read(ws, follower, *, settled: asyncio.Event, grace: float) -> str:
+    """Read one connection of a run's websocket into ``follower`` (its ``events``, ``last_seq`` and
+    ``duplicates``): "final" at the run's final event, "gap" at an event that came after a missing
+    one, "stalled" when nothing came ``grace`` seconds after ``settled``."""
+    snapshot = json.loads(await ws.recv())
+    assert snapshot["type"] == "snapshot", snapshot
+    while True:
+        raw = await next_message(ws, settled=settled, grace=grace)
+        if raw is None:
+            return "stalled"
+        event = json.loads(raw)
+        if event["seq"] <= follower.last_seq:
+            follower.duplicates += 1
+            continue
+        if event["seq"] > follower.last_seq + 1:
+            return "gap"
+        follower.events.append(event)
+        if event["type"] in FINAL_EVENTS:
+            return "final"

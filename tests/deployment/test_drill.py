@@ -43,7 +43,7 @@ from tests.engine.conftest import chain, end, node, start
 from tests.integration.conftest import Process
 from workflows.execution.fanout import CATCH_UP_S
 
-from .cluster import Deployment, Server, next_message
+from .cluster import FINAL_EVENTS, Deployment, Server, events_read
 from .figures import FIGURES
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -63,7 +63,6 @@ SIGTERM_EXIT_WAIT_S = 30.0  # how long the drill waits for the SIGTERMed worker 
 # a silent client the stored events it lacks after CATCH_UP_S.
 LIVE_GRACE_S = CATCH_UP_S + 1.5
 CONNECT_RETRIES = 10
-FINAL_EVENTS = {"run.succeeded", "run.failed", "run.cancelled"}
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 EFFECT = "/drip"
 
@@ -324,7 +323,7 @@ class Drill:
             headers = {"Authorization": f"Token {token}"}
             try:
                 async with connect(url, origin=follower.server.url, additional_headers=headers, open_timeout=10) as ws:
-                    outcome = await self.read(ws, follower)
+                    outcome = await events_read(ws, follower, settled=self.settled, grace=LIVE_GRACE_S)
             except (OSError, TimeoutError, WebSocketException) as error:
                 retries += 1
                 if retries > CONNECT_RETRIES:
@@ -336,28 +335,12 @@ class Drill:
             if outcome == "final":
                 follower.done = True
                 return
+            if outcome == "gap":
+                follower.gaps += 1
             if outcome == "stalled":
                 follower.resyncs += 1
                 if self.settled.is_set() and follower.resyncs > 1:
                     return
-
-    async def read(self, ws, follower: Follower) -> str:
-        snapshot = json.loads(await ws.recv())
-        assert snapshot["type"] == "snapshot", snapshot
-        while True:
-            raw = await next_message(ws, settled=self.settled, grace=LIVE_GRACE_S)
-            if raw is None:
-                return "stalled"
-            event = json.loads(raw)
-            if event["seq"] <= follower.last_seq:
-                follower.duplicates += 1
-                continue
-            if event["seq"] > follower.last_seq + 1:
-                follower.gaps += 1
-                return "gap"
-            follower.events.append(event)
-            if event["type"] in FINAL_EVENTS:
-                return "final"
 
 
 # --- what the drill left ------------------------------------------------------------------------

@@ -16,7 +16,6 @@ reconnects there with ``?after=<last seq>``.
 """
 
 import asyncio
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,11 +30,12 @@ from websockets.exceptions import WebSocketException
 
 from tests.engine.conftest import chain, end, node, start
 from tests.factories import UserFactory
+from tests.integration.conftest import wait_for
 from tests.threads import in_thread
 from workflows.execution.fanout import CATCH_UP_S
 from workflows.models import Run, RunEvent, RunStatus, Task, TaskStatus
 
-from .cluster import Deployment, Server, next_message
+from .cluster import FINAL_EVENTS, Deployment, Server, events_read
 from .figures import FIGURES
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -52,7 +52,6 @@ SETTLE_TIMEOUT_S = 45
 LIVE_GRACE_S = CATCH_UP_S + 1.5
 # A busy server may let a websocket handshake time out (daphne gives a consumer 5 s to accept it).
 CONNECT_RETRIES = 10
-FINAL_EVENTS = {"run.succeeded", "run.failed", "run.cancelled"}
 FINAL_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 NODES = ("start", "call", "greet", "end")
 
@@ -97,15 +96,6 @@ async def runs_start(api: Api, servers: list[Server], workflow_id: str, count: i
             return response.json()["id"]
 
         return await asyncio.gather(*(one(n) for n in range(count)))
-
-
-def wait_for(predicate, *, timeout: float, what: str, pause: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"Timed out after {timeout} s waiting for {what}")
-        time.sleep(pause)
-    return value
 
 
 def cpu_times() -> tuple[int, int]:
@@ -255,7 +245,7 @@ class Chaos:
                 async with connect(
                     url, origin=follower.server.url, additional_headers=self.api.headers, open_timeout=10
                 ) as ws:
-                    outcome = await self.read(ws, follower)
+                    outcome = await events_read(ws, follower, settled=self.settled, grace=LIVE_GRACE_S)
             except (OSError, TimeoutError, WebSocketException):
                 if follower.server.port in self.down:
                     follower.server = self.survivor
@@ -269,23 +259,6 @@ class Chaos:
             if outcome == "final":
                 return
             follower.resyncs += 1
-
-    async def read(self, ws, follower: Follower) -> str:
-        snapshot = json.loads(await ws.recv())
-        assert snapshot["type"] == "snapshot", snapshot
-        while True:
-            raw = await next_message(ws, settled=self.settled, grace=LIVE_GRACE_S)
-            if raw is None:
-                return "stalled"
-            event = json.loads(raw)
-            if event["seq"] <= follower.last_seq:
-                follower.duplicates += 1
-                continue
-            if event["seq"] > follower.last_seq + 1:
-                return "gap"
-            follower.events.append(event)
-            if event["type"] in FINAL_EVENTS:
-                return "final"
 
 
 def stuck_runs(workflow_id) -> list[dict]:
