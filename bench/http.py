@@ -12,8 +12,9 @@ Three calls, each with 1 client and with 16 for ``WINDOW_S`` seconds after a war
 
 The load comes from ``ab`` (a C tool, so that the client does not eat the server's CPU). Its
 percentiles come from its CSV file (to the microsecond; its table rounds to the millisecond).
-Daphne does not keep HTTP/1.0 connections open, so under it ``ab -k`` connects for every call:
-each figure's note says how many calls went over a kept connection.
+``ab`` speaks HTTP/1.0: a server that does not keep such connections open (daphne does not;
+gunicorn does) makes it connect for every call, so each figure's note says how many calls went
+over a kept connection.
 Failed calls are the non-2xx answers and the calls ``ab`` could not make; ``ab``'s "Length"
 failures are not failures here (a run's answer differs in length from call to call).
 """

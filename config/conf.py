@@ -206,6 +206,13 @@ TUNABLES: tuple[Tunable, ...] = (
         "PostgreSQL: whether every journal commit waits for the WAL flush.",
     ),
     _engine("WAIT_TIMEOUT_S", 30.0, float, "Seconds `wait=true` holds a request before answering 202."),
+    _engine(
+        "RUNS_HERE_MAX",
+        16,
+        int,
+        "Runs a web process executes itself at once: runs its requests wait for whose nodes all compute "
+        "in-process (start, template, condition, aggregator, end). More go to a worker; 0 sends all.",
+    ),
     # --- Quotas: defaults for every user (settings.WEFT["QUOTAS"]; workflows/quotas.py) ------
     _quota("MAX_WORKFLOWS", 1000, "Workflows a user may own."),
     _quota("RUNS_PER_DAY", 10000, "Runs a user may start per UTC day."),

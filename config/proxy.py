@@ -6,7 +6,8 @@ address that proxy saw: the right-most ``X-Forwarded-For`` entry that is not its
 proxy. Entries further left were written by the client and are never believed, so a client cannot
 choose the address that the login and app throttles count. From any other peer the header is
 ignored. The result replaces the ASGI scope's ``client``, which Django reads as ``REMOTE_ADDR``
-and consumers as ``scope["client"]``, for HTTP and websockets alike.
+and consumers as ``scope["client"]``, for HTTP and websockets alike; under gunicorn (WSGI), the
+environ's ``REMOTE_ADDR``.
 """
 
 import ipaddress
@@ -70,14 +71,16 @@ def client_address(peer: str | None, forwarded_for: Sequence[str], networks: Seq
     return str(current)
 
 
+def _networks(networks: Sequence[Network] | None) -> tuple[Network, ...]:
+    return tuple(networks) if networks is not None else trusted_networks_parse(weft_settings.TRUSTED_PROXIES)
+
+
 class TrustedProxyMiddleware:
     """ASGI middleware: sets ``scope["client"]`` to the client's address (see the module's docstring)."""
 
     def __init__(self, app, networks: Sequence[Network] | None = None):
         self.app = app
-        self.networks = (
-            tuple(networks) if networks is not None else trusted_networks_parse(weft_settings.TRUSTED_PROXIES)
-        )
+        self.networks = _networks(networks)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] in ("http", "websocket") and self.networks and scope.get("client"):
@@ -90,3 +93,21 @@ class TrustedProxyMiddleware:
                 # The client's own port is unknown here: 0, as Django's ASGI handler takes none.
                 scope = {**scope, "client": [address, 0]}
         await self.app(scope, receive, send)
+
+
+class TrustedProxyWSGIMiddleware:
+    """WSGI middleware: sets ``REMOTE_ADDR`` to the client's address (see the module's docstring)."""
+
+    def __init__(self, app, networks: Sequence[Network] | None = None):
+        self.app = app
+        self.networks = _networks(networks)
+
+    def __call__(self, environ, start_response):
+        peer = environ.get("REMOTE_ADDR")
+        if self.networks and peer:
+            # A WSGI server joins repeated headers with commas: one value, split by client_address.
+            forwarded_for = [environ["HTTP_X_FORWARDED_FOR"]] if environ.get("HTTP_X_FORWARDED_FOR") else []
+            address = client_address(peer, forwarded_for, self.networks)
+            if address != peer:
+                environ = {**environ, "REMOTE_ADDR": address}
+        return self.app(environ, start_response)

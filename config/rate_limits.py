@@ -5,11 +5,12 @@ A window is ``window_s`` seconds of wall time, cut the same way by every process
 is Redis, whose ``INCR`` is atomic, so any number of workers on any number of machines share one
 count; without it, the local-memory cache (one process, one count, under its lock).
 
-A key can vanish between the ``add`` that creates it and the ``incr`` that counts: Redis evicts
-it under ``maxmemory``, the local-memory cache culls it when it holds ``MAX_ENTRIES`` keys.
-Django's ``incr`` then raises ``ValueError``; the window is started again instead, so the caller
-gets a decision, never a 500. What the evicted key had counted is lost: the limiter errs on
-allowing, it never refuses more than ``limit`` would.
+With Redis a hit is one round trip: ``INCR`` (which starts a vanished key at 1) and ``EXPIRE NX``
+in one pipeline, on the key Django's cache would use (``cache.make_key``). Without it, a key can
+vanish between the ``add`` that creates it and the ``incr`` that counts (the local-memory cache
+culls it when it holds ``MAX_ENTRIES`` keys); Django's ``incr`` then raises ``ValueError`` and the
+window is started again, so the caller gets a decision, never a 500. What an evicted key had
+counted is lost: the limiter errs on allowing, it never refuses more than ``limit`` would.
 """
 
 import logging
@@ -17,7 +18,10 @@ import math
 import time
 from dataclasses import dataclass
 
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
+
+from config.redis_connection import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +66,13 @@ def rate_limit_hit(*, key: str, limit: int, window_s: int = 60) -> RateDecision:
 
 def _window_count(cache_key: str, *, timeout: int) -> int:
     """Add one to the window's count and return it, creating the key again if it was evicted."""
+    if isinstance(caches["default"], RedisCache):
+        pipeline = redis_client().pipeline(transaction=False)
+        key = caches["default"].make_key(cache_key)
+        pipeline.incr(key)
+        pipeline.expire(key, timeout, nx=True)
+        count, _ = pipeline.execute()
+        return int(count)
     for _ in range(EVICTED_RETRIES):
         cache.add(cache_key, 0, timeout=timeout)
         try:

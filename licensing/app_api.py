@@ -92,13 +92,18 @@ def app_auth_failure_record(*, address: str) -> None:
         cache.set(_auth_blocked_key(address), True, timeout=decision.retry_after)
 
 
-def license_check(*, app: App, workflow: Workflow) -> None:
-    """Read on every call, never cached, so that switching a license off takes effect at once."""
-    license_status = License.objects.filter(app=app, group=workflow).values_list("status", flat=True).first()
-    if license_status is None:
-        raise Forbidden("This app has no license for this workflow.", code="no_license")
-    if license_status != EnabledStatus.ENABLED:
+def licensed_workflow(*, app: App, workflow_id) -> Workflow:
+    """The workflow ``app`` may call, with its license, in one query: read on every call, never cached,
+    so that switching a license off takes effect at once. 404 for no such workflow, 403 for no license."""
+    try:  # one license per (app, workflow): get() compiles no ordering
+        license_ = License.objects.select_related("group").get(app=app, group_id=workflow_id)
+    except License.DoesNotExist:
+        if not Workflow.objects.filter(pk=workflow_id).exists():
+            raise NotFound("No such workflow.") from None
+        raise Forbidden("This app has no license for this workflow.", code="no_license") from None
+    if license_.status != EnabledStatus.ENABLED:
         raise Forbidden("This app's license for this workflow is disabled.", code="license_disabled")
+    return license_.group
 
 
 class EventStreamRenderer(BaseRenderer):
@@ -224,10 +229,7 @@ class AppWorkflowRunApi(AppApiView):
     def post(self, request, id):
         """Run the latest released version (or the `version` asked for) of a workflow this app is licensed for."""
         app: App = request.auth
-        workflow = Workflow.objects.filter(pk=id).first()
-        if workflow is None:
-            raise NotFound("No such workflow.")
-        license_check(app=app, workflow=workflow)
+        workflow = licensed_workflow(app=app, workflow_id=id)
         serializer = AppRunStartSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -245,6 +247,7 @@ class AppWorkflowRunApi(AppApiView):
             app=app,
             chat_id=data["chat_id"],
             uid=data["uid"],
+            wait=data["wait"] and not isinstance(request.accepted_renderer, EventStreamRenderer),
         )
         if isinstance(request.accepted_renderer, EventStreamRenderer):
             return StreamingHttpResponse(
@@ -253,10 +256,10 @@ class AppWorkflowRunApi(AppApiView):
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         if data["wait"]:
-            run = execution.run_wait(run=run)
-            if run.is_finished:
-                run = Run.objects.prefetch_related("tasks").get(pk=run.pk)
-                return Response(RunSerializer(run).data, status=status.HTTP_200_OK)
+            finished = execution.run_wait_finished(run=run)
+            if finished is not None:
+                return Response(RunSerializer(finished).data, status=status.HTTP_200_OK)
+            run.refresh_from_db(fields=["status"])  # still running: say so
         body = {
             "id": run.pk,
             "status": run.status,

@@ -72,10 +72,10 @@ def _refuse(message: str) -> exceptions.AuthenticationFailed:
 
 
 def _app_for_key(api_key: str) -> App:
-    app = App.objects.filter(api_key=api_key).first()
-    if app is None:
-        raise _refuse("Unknown app key or wrong secret.")
-    return app
+    try:
+        return App.objects.get(api_key=api_key)  # unique: no ordering to compile, as first() would
+    except App.DoesNotExist:
+        raise _refuse("Unknown app key or wrong secret.") from None
 
 
 def _enabled(app: App) -> App:

@@ -15,8 +15,9 @@ A run counts for the user who started it or, when nobody signed in did (a client
 workflow's owner. The checks are atomic across processes: each runs under a lock on that user's
 row, and counts what is in the database (workflows owned, runs in flight) or in a day counter:
 a Redis key when there is Redis, checked and incremented by one script, or a ``quota_counters``
-row in the same transaction in embedded mode. A refused start takes nothing; one that fails gives
-its increments back. A run start's checks cost one round trip to the database and one to Redis.
+row in the same transaction in embedded mode. A refused start takes nothing. A run start is
+checked once its run is created, at the end of its transaction: the lock is held from the checks
+to the commit only. A run start's checks cost one round trip to the database and one to Redis.
 
 The checks live beside the runs and workflows they count; the overrides and the day counters are
 rows of ``accounts``, which knows nothing of workflows.
@@ -83,19 +84,23 @@ def workflow_quota_check(*, owner: User) -> None:
 
 @contextlib.contextmanager
 def run_quota_reserve(*, workflow: Workflow, user) -> Iterator[None]:
-    """Hold a place for one new run of ``workflow`` started by ``user`` (None: a client app) during the block.
+    """Check the quotas of one new run of ``workflow`` started by ``user`` (None: a client app), created in the block.
 
-    Raises QuotaExceeded, naming the quota, when there is none. Use it in the atomic block that
-    creates the run, around the creation: the place is given back if the block raises, the
-    database's share of it by that atomic block rolling back. It costs two round trips, one to
-    the database and one to Redis (embedded mode: both to the database).
+    Use it in the atomic block that creates the run, around the creation. The checks come after
+    the block, so that the lock they take on the user's row is held only from then until the
+    caller commits: starts of one user wait for each other that long, not for a whole start. The
+    run created in the block is pending, so it is among the runs in flight counted then. Raises
+    QuotaExceeded, naming the quota, when there is no place (the caller's atomic block rolls the
+    run back). It costs two round trips, one to the database and one to Redis (embedded mode: both
+    to the database).
     """
     user_id = getattr(user, "pk", None) if getattr(user, "is_authenticated", False) else None
     user_id = user_id or workflow.owner_id
     # No savepoint of its own: a refusal rolls back the caller's atomic block with it.
     with transaction.atomic(savepoint=False):
+        yield
         state = _run_quota_state(user_id=user_id, owner_id=workflow.owner_id)
-        if state.in_flight >= state.concurrent_runs:
+        if state.in_flight > state.concurrent_runs:
             raise QuotaExceeded(
                 f"{state.concurrent_runs} runs are pending or running, the most allowed at once "
                 "(quota concurrent_runs); start this one when one of them has ended.",
@@ -103,7 +108,6 @@ def run_quota_reserve(*, workflow: Workflow, user) -> Iterator[None]:
                 limit=state.concurrent_runs,
                 retry_after=CONCURRENT_RETRY_AFTER_S,
             )
-        counters = _day_counters()
         today = timezone.now().astimezone(UTC).date()
         day_quotas = {
             f"runs_per_day:user:{user_id}": ("runs_per_day", state.runs_per_day, "runs per user"),
@@ -113,15 +117,10 @@ def run_quota_reserve(*, workflow: Workflow, user) -> Iterator[None]:
                 "runs of this workflow",
             ),
         }
-        full = counters.take(limits={key: limit for key, (_, limit, _) in day_quotas.items()}, day=today)
+        full = _day_counters().take(limits={key: limit for key, (_, limit, _) in day_quotas.items()}, day=today)
         if full is not None:
             quota, limit, what = day_quotas[full]
             raise _day_quota_exceeded(quota=quota, limit=limit, what=what, day=today)
-        try:
-            yield
-        except BaseException:
-            counters.give_back(keys=list(day_quotas), day=today)
-            raise
 
 
 def runs_over_duration(*, now: datetime) -> list[tuple]:
@@ -268,12 +267,6 @@ class _RedisDayCounters:
         full = take(keys=[self._name(key=key, day=day) for key in limits], args=[DAY_COUNTER_TTL_S, *limits.values()])
         return list(limits)[full - 1] if full else None
 
-    def give_back(self, *, keys: list[str], day: date) -> None:
-        with redis_client().pipeline() as pipe:
-            for key in keys:
-                pipe.decr(self._name(key=key, day=day))
-            pipe.execute()
-
     @staticmethod
     def _name(*, key: str, day: date) -> str:
         # Prefixed like the cache's keys (its KEY_PREFIX), so that sites or test runs sharing one
@@ -300,7 +293,7 @@ RETURNING {key}, {count}
 
 class _DatabaseDayCounters:
     """``quota_counters`` rows, written in the caller's transaction: a start that is refused or
-    fails rolls its increments back with it, so there is nothing to give back by hand."""
+    fails rolls its increments back with it."""
 
     def take(self, *, limits: dict[str, int], day: date) -> str | None:
         """Count one more for each key (in one statement); the first key over its limit, if any.
@@ -311,9 +304,6 @@ class _DatabaseDayCounters:
             cursor.execute(_take_sql(len(limits)), [value for key in limits for value in (key, day.isoformat())])
             counts = dict(cursor.fetchall())
         return next((key for key, limit in limits.items() if counts[key] > limit), None)
-
-    def give_back(self, *, keys: list[str], day: date) -> None:
-        pass
 
 
 def _day_counters() -> _RedisDayCounters | _DatabaseDayCounters:

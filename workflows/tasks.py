@@ -30,6 +30,7 @@ from dataclasses import asdict
 
 from celery import shared_task
 from celery.signals import task_received, worker_init, worker_process_init, worker_ready, worker_shutting_down
+from django.db import connection
 
 from workflows.execution import fairness
 from workflows.execution.dispatch import RUN_EXECUTE_TASK
@@ -133,6 +134,9 @@ def _runs_execute(*, first, user_id: int | None) -> str | None:
     next one, if any, to the queue."""
     run_id, status = first, None
     while run_id is not None:
+        # This thread's connection goes back (to the pool) while it waits: the run's journal needs one.
+        if not connection.in_atomic_block:
+            connection.close()
         status = worker_run_loop.submit(run_id).result()
         if status == "lost" and fairness.worker_shares.stopping:  # handed back: stopped here, to resume elsewhere
             run_execute_task.apply_async(args=[str(run_id)])

@@ -15,13 +15,14 @@ however many of them try: its row is locked while its rows are checked and writt
 (run, provider, model) is unique.
 """
 
+import functools
 import logging
 import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
 
-from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db import connection, transaction
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from agents.models import Agent, LLMProvider
@@ -47,6 +48,65 @@ def usage_record_for_run(*, run_id: uuid.UUID | str) -> list[UsageMetric]:
     ended the run and a reaper, say) cannot both write them.
     """
     return _usage_write(run_id=run_id)[0]
+
+
+def usage_record_ended(*, run_id: uuid.UUID | str, graph: dict) -> None:
+    """Meter a run that just ended here, its frozen ``graph`` at hand.
+
+    On PostgreSQL a run of a graph without model nodes has one row that the database can compute
+    alone: it is written in one statement (the run locked as :func:`usage_record_for_run` locks it,
+    nothing written if the run has rows). Otherwise, :func:`usage_record_for_run`.
+    """
+    if connection.vendor == "postgresql" and not _uses_models(graph):
+        with connection.cursor() as cursor:
+            cursor.execute(_modelless_usage_sql(), {"run": run_id, "ran": list(RAN), "final": list(RUN_FINAL_STATUSES)})
+        return
+    usage_record_for_run(run_id=run_id)
+
+
+def _uses_models(graph: dict) -> bool:
+    """Whether ``graph`` (or a sub-graph of one of its nodes) has a node that calls a model."""
+    for node in graph.get("nodes", []):
+        subgraph = (node.get("config") or {}).get("graph")
+        if node.get("type") in MODEL_NODE_TYPES or (isinstance(subgraph, dict) and _uses_models(subgraph)):
+            return True
+    return False
+
+
+@functools.cache
+def _modelless_usage_sql() -> str:
+    """The one row of a finished run that used no model, from the run, its workflow and its tasks."""
+    quote = connection.ops.quote_name
+    usage, runs, tasks = UsageMetric._meta, Run._meta, Task._meta
+    workflows = runs.get_field("workflow").related_model._meta
+
+    def column(meta, name: str) -> str:
+        return quote(meta.get_field(name).column)
+
+    columns = ", ".join(
+        column(usage, name)
+        for name in (
+            "user", "app", "workflow", "run", "provider", "model", "tokens_in", "tokens_out", "node_count",
+            "duration_ms", "created_at",
+        )
+    )  # fmt: skip
+    return f"""
+WITH run AS (
+    SELECT * FROM {quote(runs.db_table)} WHERE {column(runs, "id")} = %(run)s
+        AND {column(runs, "status")} = ANY(%(final)s) FOR UPDATE
+)
+INSERT INTO {quote(usage.db_table)} ({columns})
+SELECT COALESCE(run.{column(runs, "triggered_by")}, w.{column(workflows, "owner")}), run.{column(runs, "app")},
+    run.{column(runs, "workflow")}, run.{column(runs, "id")}, '', '', 0, 0,
+    (SELECT count(*) FROM {quote(tasks.db_table)} t
+        WHERE t.{column(tasks, "run")} = run.{column(runs, "id")} AND t.{column(tasks, "status")} = ANY(%(ran)s)),
+    GREATEST(0, COALESCE(floor(1000 * extract(epoch FROM run.{column(runs, "finished_at")}
+        - COALESCE(run.{column(runs, "started_at")}, run.{column(runs, "created_at")}))), 0))::bigint,
+    now()
+FROM run JOIN {quote(workflows.db_table)} w ON w.{column(workflows, "id")} = run.{column(runs, "workflow")}
+WHERE NOT EXISTS (
+    SELECT 1 FROM {quote(usage.db_table)} u WHERE u.{column(usage, "run")} = run.{column(runs, "id")}
+)"""  # noqa: S608
 
 
 def usage_sweep(*, now: datetime | None = None, limit: int | None = None, lookback_s=_DEFAULT) -> int:
@@ -93,12 +153,20 @@ def usage_record_missing(*, run_ids) -> int:
 def _usage_write(*, run_id) -> tuple[list[UsageMetric], bool]:
     """The run's usage rows, and whether this call wrote them."""
     with transaction.atomic():
-        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        # One query locks the run and tells whether it is metered and who owns its workflow.
+        run = (
+            Run.objects.select_for_update(of=("self",))
+            .annotate(
+                workflow_owner_id=F("workflow__owner_id"),
+                metered=Exists(UsageMetric.objects.filter(run=OuterRef("pk"))),
+            )
+            .filter(pk=run_id)
+            .first()
+        )
         if run is None:
             raise NotFound("No such run.", field="run_id")
-        existing = list(UsageMetric.objects.filter(run=run).order_by("id"))
-        if existing:
-            return existing, False
+        if run.metered:
+            return list(UsageMetric.objects.filter(run=run).order_by("id")), False
         if not run.is_finished:
             raise Conflict("The run has not finished; its usage is not known yet.", code="run_not_finished")
         tasks = list(Task.objects.filter(run=run, status__in=RAN).only("node_id", "node_type", "scope", "output_data"))
@@ -107,7 +175,7 @@ def _usage_write(*, run_id) -> tuple[list[UsageMetric], bool]:
         duration_ms = max(int((run.finished_at - started).total_seconds() * 1000), 0) if run.finished_at else 0
         rows = [
             UsageMetric(
-                user_id=run.triggered_by_id or run.workflow.owner_id,
+                user_id=run.triggered_by_id or run.workflow_owner_id,
                 app_id=run.app_id,
                 workflow_id=run.workflow_id,
                 run=run,

@@ -11,8 +11,9 @@ from tests.engine.conftest import chain, end, node, start
 from tests.factories import AppFactory, LLMProviderFactory, RunFactory, TaskFactory, UserFactory
 from tests.fakes.openai_server import Answer
 from workflows.execution.services import run_start, run_wait
+from workflows.models import Run
 from workflows.services import workflow_create
-from workflows.usage import usage_record_for_run
+from workflows.usage import usage_record_ended, usage_record_for_run
 
 
 def finished_run(**fields):
@@ -130,3 +131,53 @@ def test_the_admin_shows_the_tokens_per_user_and_per_app(client, staff_user):
     assert [(row["app__name"], row["tokens_in"], row["tokens_out"]) for row in by_app] == [("Shop", 300, 30)]
     assert response.context["usage_total"]["tokens_in"] == 300
     assert "Shop" in response.content.decode()
+
+
+def _metered(run) -> list[tuple]:
+    return list(
+        UsageMetric.objects.filter(run=run).values_list(
+            "user_id",
+            "app_id",
+            "workflow_id",
+            "provider",
+            "model",
+            "tokens_in",
+            "tokens_out",
+            "node_count",
+            "duration_ms",
+        )
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("by_app", [False, True], ids=["by a user", "by an app"])
+def test_a_run_without_models_is_metered_when_it_ends_as_the_general_path_meters_it(by_app):
+    """The row written at a run's end from its graph (one statement on PostgreSQL) is the general path's row."""
+    rows = []
+    for meter in ("general", "at the end"):
+        run = finished_run(started_at=timezone.now() - timedelta(milliseconds=1234))
+        if by_app:
+            Run.objects.filter(pk=run.pk).update(triggered_by=None, app=AppFactory(owner=run.workflow.owner))
+        for status in ("succeeded", "failed", "cancelled", "skipped"):
+            TaskFactory(run=run, node_type="template", status=status)
+        if meter == "general":
+            usage_record_for_run(run_id=run.pk)
+        else:
+            usage_record_ended(run_id=run.pk, graph=run.graph)
+            usage_record_ended(run_id=run.pk, graph=run.graph)  # a second call writes nothing
+        (row,) = _metered(run)
+        assert row[0] == run.workflow.owner_id
+        assert row[7] == 2  # the succeeded and the failed task ran
+        assert 1234 <= row[8] < 1234 + 1000
+        rows.append(row[3:8])
+    assert rows[0] == rows[1]
+
+
+@pytest.mark.django_db
+def test_a_run_that_used_a_model_is_metered_at_its_end_by_the_general_path():
+    run = finished_run(graph={"nodes": [{"id": "ask", "type": "llm", "config": {"model": "m1"}}], "edges": []})
+    llm_task(run, "ask", prompt=7, completion=3)
+
+    usage_record_ended(run_id=run.pk, graph=run.graph)
+
+    assert [row[5:7] for row in _metered(run)] == [(7, 3)]

@@ -42,7 +42,7 @@ def rows_of(run: Run) -> list[tuple]:
 @pytest.mark.django_db(transaction=True)
 def test_a_run_whose_worker_died_before_metering_is_metered_by_the_next_sweep(monkeypatch):
     # The worker commits the final status, then dies before its metering call.
-    monkeypatch.setattr(runner, "run_usage_record", lambda *, run_id: None)
+    monkeypatch.setattr(runner, "run_usage_record", lambda *, run_id, **options: None)
     run = RunFactory()
     assert asyncio.run(run_execute(run_id=run.pk)) == "succeeded"
     assert not UsageMetric.objects.filter(run=run).exists()

@@ -30,10 +30,11 @@ def test_a_pending_run_cancelled_is_metered():
 
 
 def test_a_metering_failure_is_logged_and_leaves_the_run_as_it_ended(monkeypatch, caplog):
-    def broken(*, run_id):
+    def broken(**kwargs):
         raise RuntimeError("usage store is down")
 
     monkeypatch.setattr(workflows.usage, "usage_record_for_run", broken)
+    monkeypatch.setattr(workflows.usage, "usage_record_ended", broken)
     run = RunFactory()
     with caplog.at_level(logging.ERROR, logger="workflows.execution.ending"):
         assert asyncio.run(run_execute(run_id=run.pk)) == "succeeded"

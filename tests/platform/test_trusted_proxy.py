@@ -1,4 +1,4 @@
-"""The client's address comes from a trusted proxy only (config/proxy.py), as the Procfile runs daphne.
+"""The client's address comes from a trusted proxy only (config/proxy.py), as the Procfile runs gunicorn and daphne.
 
 A client behind the proxy may send any ``X-Forwarded-For``; the proxy adds the address it saw on
 the right. Only that entry is believed, so varying the rest does not escape the sign-in throttle.
@@ -10,7 +10,7 @@ import httpx
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from config.proxy import TrustedProxyMiddleware, client_address, trusted_networks_parse
+from config.proxy import TrustedProxyMiddleware, TrustedProxyWSGIMiddleware, client_address, trusted_networks_parse
 
 from .live import BASE_DIR, PYTHON, ServerProcess, free_port, live_database, manage, server_env
 
@@ -60,23 +60,38 @@ async def test_the_middleware_sets_the_scopes_client_for_http_and_websockets(kin
     assert seen == ["203.0.113.9", "198.51.100.7"]
 
 
-def procfile_web_command(port: int) -> list[str]:
-    """The Procfile's ``web`` line, as a command: daphne with its flags, on ``port``."""
+def test_the_wsgi_middleware_sets_remote_addr_from_a_trusted_proxy_only():
+    seen = []
+
+    def app(environ, start_response):
+        seen.append(environ["REMOTE_ADDR"])
+
+    middleware = TrustedProxyWSGIMiddleware(app, networks=PROXIES)
+    middleware({"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "1.2.3.4, 203.0.113.9"}, None)
+    middleware({"REMOTE_ADDR": "198.51.100.7", "HTTP_X_FORWARDED_FOR": "1.2.3.4, 203.0.113.9"}, None)
+    middleware({"REMOTE_ADDR": "10.0.0.2"}, None)
+
+    assert seen == ["203.0.113.9", "198.51.100.7", "10.0.0.2"]
+
+
+def procfile_command(name: str, port: int) -> list[str]:
+    """The Procfile's line ``name`` as a command, with its flags, on ``port`` (its variables dropped)."""
     line = next(
-        line for line in (BASE_DIR / "platform" / "Procfile").read_text().splitlines() if line.startswith("web:")
+        line for line in (BASE_DIR / "platform" / "Procfile").read_text().splitlines() if line.startswith(f"{name}:")
     )
-    words = [word for word in shlex.split(line.removeprefix("web:")) if "=" not in word or word.startswith("-")]
-    assert words[0] == "daphne"
-    return [PYTHON, "-m", *[word.replace("${PORT:-8000}", str(port)) for word in words]]
+    words = [word for word in shlex.split(line.removeprefix(f"{name}:")) if "=" not in word or word.startswith("-")]
+    port_variable = {"web": "${PORT:-8000}", "ws": "${WS_PORT:-8001}"}[name]
+    return [PYTHON, "-m", *[word.replace(port_variable, str(port)) for word in words]]
 
 
 @pytest.mark.slow
-def test_behind_the_proxy_a_client_cannot_choose_the_address_the_sign_in_throttle_counts(tmp_path):
+@pytest.mark.parametrize("process", ["web", "ws"])
+def test_behind_the_proxy_a_client_cannot_choose_the_address_the_sign_in_throttle_counts(tmp_path, process):
     port = free_port()
     with live_database(tmp_path) as database_url:
         env = server_env(DATABASE_URL=database_url, WEFT_TRUSTED_PROXIES="127.0.0.1", WEFT_THROTTLE_AUTH_TOKEN="3/min")
         manage("migrate", "--noinput", env=env)
-        with ServerProcess(procfile_web_command(port), env=env) as server:
+        with ServerProcess(procfile_command(process, port), env=env) as server:
             base = f"http://127.0.0.1:{port}"
             server.wait_until_answering(f"{base}/healthz", timeout=60)
             wrong = {"username": "nobody", "password": "wrong"}

@@ -17,7 +17,7 @@ def counting(request, settings) -> str:
 @pytest.fixture
 def undispatched(monkeypatch):
     """Runs are created but no worker takes them: they stay pending, holding their place."""
-    monkeypatch.setattr("workflows.execution.services.run_dispatch", lambda *, run_id: None)
+    monkeypatch.setattr("workflows.execution.services.run_dispatch", lambda *, run_id, **options: None)
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ def test_the_users_page_shows_the_overrides_with_the_defaults(operator_client, u
 
 
 def test_an_override_set_in_the_admin_applies_to_the_next_start(operator_client, user, monkeypatch):
-    monkeypatch.setattr("workflows.execution.services.run_dispatch", lambda *, run_id: None)
+    monkeypatch.setattr("workflows.execution.services.run_dispatch", lambda *, run_id, **options: None)
     workflow = workflow_create(owner=user, name="Limited", graph=copy.deepcopy(SIMPLE_GRAPH))
 
     saved = operator_client.post(f"/admin/accounts/user/{user.pk}/change/", change_form(user, concurrent_runs=1))

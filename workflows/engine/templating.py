@@ -262,10 +262,20 @@ def references(source: str) -> Iterator[tuple[str, str | None]]:
 
     A name read without an attribute gives ``(name, None)``. Names bound inside the template
     (``{% for x in ... %}``, ``{% set %}``, ``loop``) and Jinja's globals are not references.
-    Sources that do not parse give nothing.
+    Sources that do not parse give nothing. Each source is parsed once per process (every run of
+    a workflow asks again for the same templates).
     """
     if "{{" not in source and "{%" not in source:
-        return
+        return iter(())
+    return iter(_references(source))
+
+
+@lru_cache(maxsize=2048)
+def _references(source: str) -> tuple[tuple[str, str | None], ...]:
+    return tuple(_parsed_references(source))
+
+
+def _parsed_references(source: str) -> Iterator[tuple[str, str | None]]:
     try:
         tree = environment.parse(source)
     except TemplateError:

@@ -59,12 +59,15 @@ class WorkflowRunStartApi(_JsonApi):
         workflow = workflow_get_for_user(user=request.user, workflow_id=id, roles=CAN_RUN)
         serializer = RunStartSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        run = services.run_start(workflow=workflow, user=request.user, inputs=serializer.validated_data["inputs"])
-        if serializer.validated_data["wait"]:
-            run = services.run_wait(run=run)
-            if run.is_finished:
-                run = runs_for_user(user=request.user).prefetch_related("tasks").get(pk=run.pk)
-                return Response(RunSerializer(run).data, status=status.HTTP_200_OK)
+        wait = serializer.validated_data["wait"]
+        run = services.run_start(
+            workflow=workflow, user=request.user, inputs=serializer.validated_data["inputs"], wait=wait
+        )
+        if wait:
+            finished = services.run_wait_finished(run=run, runs=runs_for_user(user=request.user))
+            if finished is not None:
+                return Response(RunSerializer(finished).data, status=status.HTTP_200_OK)
+            run.refresh_from_db(fields=["status"])  # still running: say so
         return Response(RunStartedSerializer(_run_links(request, run)).data, status=status.HTTP_202_ACCEPTED)
 
 

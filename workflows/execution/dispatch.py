@@ -1,4 +1,5 @@
-"""Handing a run to whoever executes it: the server's run loop in embedded mode, a Celery worker otherwise.
+"""Handing a run to whoever executes it: the server's run loop in embedded mode, a Celery worker
+otherwise, or the web process itself for a run its request waits for (``here``).
 
 The Celery task is sent by name (``RUN_EXECUTE_TASK``): this module does not import the task
 module, which imports the runner.
@@ -9,19 +10,32 @@ import uuid
 from celery import current_app
 from django.conf import settings
 
+from config.conf import weft_settings
+from workflows.engine import get_node_type
+
 #: The Celery task that executes a run on a worker (workflows.tasks.run_execute_task).
 RUN_EXECUTE_TASK = "workflows.run_execute"
 
 
-def run_dispatch(*, run_id: uuid.UUID, **options) -> None:
+def runs_here(graph: dict) -> bool:
+    """Whether a web process may execute a run of ``graph`` itself: every node computes in-process
+    (no sandbox, network or model: ``NodeType.in_process``), so the run is short and bounded."""
+    return all(get_node_type(node["type"]).in_process for node in graph["nodes"])
+
+
+def run_dispatch(*, run_id: uuid.UUID, here: bool = False, **options) -> None:
     """Hand the run to a worker: a Celery task with Redis, the server's run loop without.
 
+    ``here``: the caller waits for the run, and the run may execute here (:func:`runs_here`): this
+    process's request run loop takes it while it holds fewer than WEFT_ENGINE_RUNS_HERE_MAX runs.
     ``options`` go to Celery's ``send_task`` (``countdown``, ``kwargs``); embedded mode runs it now.
     """
-    if settings.EMBEDDED:
-        # Here, not above: the run loop's reaper dispatches through this module.
-        from .run_loop import server_run_loop
+    # Here, not above: the run loop's reaper dispatches through this module.
+    from .run_loop import request_run_loop, server_run_loop
 
+    if settings.EMBEDDED:
         server_run_loop.submit(run_id)
+    elif here and not options and request_run_loop.executing < weft_settings.RUNS_HERE_MAX:
+        request_run_loop.submit(run_id)
     else:
         current_app.send_task(RUN_EXECUTE_TASK, args=[str(run_id)], **options)

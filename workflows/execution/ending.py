@@ -53,9 +53,13 @@ def _publish_now(*, workflow_id, message: dict) -> None:
     async_to_sync(live.publish)(workflow_id=workflow_id, message=message)
 
 
-def run_usage_record(*, run_id) -> None:
-    """Meter a finished run (one usage_metrics row); a failure here is logged and never touches the run."""
+def run_usage_record(*, run_id, graph: dict | None = None) -> None:
+    """Meter a finished run (its ``graph``, when the caller has it, may spare a read); a failure here
+    is logged and never touches the run."""
     try:
-        usage.usage_record_for_run(run_id=run_id)
+        if graph is None:
+            usage.usage_record_for_run(run_id=run_id)
+        else:
+            usage.usage_record_ended(run_id=run_id, graph=graph)
     except Exception:
         logger.exception("Could not record the usage of run %s; the run is unaffected.", run_id)

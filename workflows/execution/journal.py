@@ -39,6 +39,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -113,10 +114,12 @@ def _key(name: str) -> str:
 
 
 @functools.cache
-def _batch_sql(*, final: bool) -> str:
+def _batch_sql(*, final: bool, deferred: bool = False) -> str:
     """A batch in one statement (PostgreSQL), its table and column names read from the models.
 
-    The lease guard moves the run's ``last_seq``, and the events and the task rows are written
+    ``deferred``: the commit of a batch that is not final does not wait for the WAL flush (set for
+    the statement's own transaction, so a pooled connection goes back as it came). The lease guard
+    moves the run's ``last_seq``, and the events and the task rows are written
     only through the row it returned (none: nothing is). Each kind of row arrives as one JSON
     array (a key per field), read by ``jsonb_to_recordset``; a task's output arrives as JSON text
     of its own (cleaned and checked apart). The run's ``final`` batch also sets the run's end
@@ -176,7 +179,9 @@ WITH moved AS (
     WHERE {tasks.table}.{tasks["id"]} = t.{_key("id")}
 )"""  # noqa: S608
     if not final:
-        return f"{statement}\nSELECT count(*) FROM moved"
+        # Deferred: its commit does not wait for the WAL flush (JOURNAL_SYNCHRONOUS_COMMIT off).
+        flush = ", (SELECT set_config('synchronous_commit', 'off', true)) AS deferred" if deferred else ""
+        return f"{statement}\nSELECT count(*) FROM moved{flush}"
     return f"""{statement}, closed AS (
     UPDATE {tasks.table} SET {tasks["status"]} = %s, {tasks["finished_at"]} = %s
     FROM moved
@@ -184,6 +189,29 @@ WITH moved AS (
         AND {tasks.table}.{tasks["id"]} <> ALL(%s::{tasks.type("id")}[])
 )
 SELECT count(*) FROM moved, (SELECT set_config('synchronous_commit', 'on', true)) AS durable"""  # noqa: S608
+
+
+@functools.cache
+def _claim_sql() -> str:
+    """The claim in one statement (PostgreSQL): :func:`claimable_condition`'s guard, the lease, and the
+    run's row back (``RETURNING``, with ``has_tasks``: whether a previous claim wrote any), its names
+    read from the models. Its commit does not wait for the WAL flush: a claim lost with a crash of
+    the database leaves the run claimable, as it was."""
+    runs, tasks = _Names(Run), _Names(Task)
+    columns = ", ".join(runs[field.name] for field in Run._meta.concrete_fields)
+    return f"""
+WITH lease AS (SELECT set_config('synchronous_commit', 'off', true))
+UPDATE {runs.table} SET
+    {runs["status"]} = %(running)s, {runs["lease_owner"]} = %(owner)s, {runs["lease_expires_at"]} = %(expires)s,
+    {runs["dispatch_attempts"]} = {runs["dispatch_attempts"]} + 1,
+    {runs["started_at"]} = COALESCE({runs["started_at"]}, %(now)s), {runs["updated_at"]} = %(now)s
+FROM lease
+WHERE {runs["id"]} = %(id)s AND NOT {runs["cancel_requested"]} AND {runs["dispatch_attempts"]} < %(attempts)s
+    AND ({runs["status"]} = %(pending)s OR ({runs["status"]} = %(running)s
+        AND ({runs["lease_expires_at"]} < %(now)s OR {runs["lease_owner"]} = '')))
+RETURNING {columns},
+    EXISTS (SELECT 1 FROM {tasks.table} WHERE {tasks.table}.{tasks["run"]} = {runs.table}.{runs["id"]}) AS has_tasks
+"""  # noqa: S608
 
 
 def claimable_condition(now) -> Q:
@@ -244,14 +272,23 @@ class _TaskWrite:
 class DatabaseJournal:
     """The journal of run ``run_id`` written by worker ``owner``; ``crash_at``: see :data:`CrashPoint`."""
 
-    def __init__(self, *, run_id: uuid.UUID, owner: str, crash_at: CrashPoint | None = None):
+    def __init__(
+        self,
+        *,
+        run_id: uuid.UUID,
+        owner: str,
+        crash_at: CrashPoint | None = None,
+        on_end: Callable[[str], None] | None = None,
+    ):
         self.run_id = run_id
         self.owner = owner
         self.crash_at = crash_at
+        #: Called on the run loop with the final status once the run's end is committed.
+        self.on_end = on_end
         self.workflow_id = None
         self.seq = 0
         self.committed = 0
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="weft-run")
+        self._thread = _run_thread_take()
         self._tasks: dict[tuple[str, str], tuple[uuid.UUID, list]] = {}
         self._pending: list[_Entry] = []
         self._waiters: list[tuple[int, asyncio.Future]] = []
@@ -262,7 +299,7 @@ class DatabaseJournal:
         self._outbox: asyncio.Queue | None = None
         self._publisher: asyncio.Task | None = None
         self._renewed = 0.0
-        self._unflushed_connection = None
+        self._no_tasks = False
 
     async def _call(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
@@ -278,6 +315,7 @@ class DatabaseJournal:
         if run is not None:
             self.workflow_id = run.workflow_id
             self.seq = self.committed = run.last_seq
+            self._no_tasks = getattr(run, "has_tasks", None) is False  # known on PostgreSQL only
             self._renewed = time.monotonic()
             self._queued, self._urgent = asyncio.Event(), asyncio.Event()
             self._outbox = asyncio.Queue()
@@ -288,6 +326,17 @@ class DatabaseJournal:
     def _claim(self) -> Run | None:
         close_old_connections()
         now = timezone.now()
+        if connection.vendor == "postgresql":
+            params = {
+                "id": self.run_id,
+                "owner": self.owner,
+                "now": now,
+                "expires": now + timedelta(seconds=weft_settings.LEASE_TTL_S),
+                "attempts": weft_settings.MAX_DISPATCH_ATTEMPTS,
+                "pending": RunStatus.PENDING,
+                "running": RunStatus.RUNNING,
+            }
+            return next(iter(Run.objects.raw(_claim_sql(), params)), None)
         claimable = Run.objects.filter(
             pk=self.run_id,
             cancel_requested=False,
@@ -307,6 +356,8 @@ class DatabaseJournal:
 
     # --- the journal protocol ----------------------------------------------------------------------
     async def completed(self) -> dict[tuple[str, str], TaskRecord]:
+        if self._no_tasks:  # the claim saw none: nothing to read
+            return {}
         return await self._call(self._completed)
 
     def _completed(self) -> dict[tuple[str, str], TaskRecord]:
@@ -377,6 +428,8 @@ class DatabaseJournal:
                 self._stop(exc)
                 return
             self.committed = batch[-1].seq
+            if batch[-1].final is not None and self.on_end is not None:
+                self.on_end(batch[-1].final["status"])
             # The waiters first: the executor goes on before the publisher encodes the batch.
             still = []
             for seq, waiter in self._waiters:
@@ -439,11 +492,7 @@ class DatabaseJournal:
                     self._write([entry])
 
     def _write(self, batch: list[_Entry]) -> None:
-        postgresql = connection.vendor == "postgresql"
-        asynchronous = postgresql and not weft_settings.JOURNAL_SYNCHRONOUS_COMMIT
-        if postgresql:
-            if asynchronous:
-                self._commit_without_flush()
+        if connection.vendor == "postgresql":
             self._write_in_one_statement(batch)
             return
         # SQLite (embedded mode, tests): the ORM, in one transaction.
@@ -476,13 +525,8 @@ class DatabaseJournal:
                 )
         self._tasks.update(known)
 
-    def _commit_without_flush(self) -> None:
-        """This thread's connection commits without waiting for the WAL flush (set once per connection)."""
-        raw = connection.connection
-        if raw is None or raw is not self._unflushed_connection:
-            with connection.cursor() as cursor:
-                cursor.execute("SET synchronous_commit = off")
-            self._unflushed_connection = connection.connection
+    def _close_connection(self) -> None:
+        connection.close()
 
     def _task_writes(self, batch: list[_Entry]) -> list[tuple[tuple[str, str], uuid.UUID | None, _TaskWrite, list]]:
         """What the batch does to each task row it touches, as the changes one by one would have left it:
@@ -617,7 +661,8 @@ class DatabaseJournal:
         if None in rows:
             return None
         if final is None:
-            return _batch_sql(final=False), [batch[-1].seq, *guard, *rows], known
+            deferred = not weft_settings.JOURNAL_SYNCHRONOUS_COMMIT
+            return _batch_sql(final=False, deferred=deferred), [batch[-1].seq, *guard, *rows], known
         outputs = None if final["outputs"] is None else encode(final["outputs"])
         if (final["outputs"] is not None and outputs is None) or encode(final["error"]) is None:
             return None
@@ -689,8 +734,35 @@ class DatabaseJournal:
             self._publisher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._publisher
-        await self._call(_close_connection)
-        self._thread.shutdown(wait=False)
+        try:
+            await self._call(self._close_connection)
+        except BaseException:
+            self._thread.shutdown(wait=False)
+            raise
+        _run_thread_give_back(self._thread)
+
+
+#: Threads kept for the next runs' journals once theirs end (each with its connection closed):
+#: starting a thread for each run costs about a millisecond.
+RUN_THREADS_KEPT = 32
+_idle_run_threads: list[ThreadPoolExecutor] = []
+_idle_run_threads_lock = threading.Lock()
+
+
+def _run_thread_take() -> ThreadPoolExecutor:
+    """A run's own database thread: an idle one, or a new one."""
+    with _idle_run_threads_lock:
+        if _idle_run_threads:
+            return _idle_run_threads.pop()
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="weft-run")
+
+
+def _run_thread_give_back(thread: ThreadPoolExecutor) -> None:
+    with _idle_run_threads_lock:
+        if len(_idle_run_threads) < RUN_THREADS_KEPT:
+            _idle_run_threads.append(thread)
+            return
+    thread.shutdown(wait=False)
 
 
 def _written(entry: _Entry) -> list:
@@ -756,7 +828,3 @@ def _event_row(run_id, entry: _Entry) -> RunEvent:
     return RunEvent(
         run_id=run_id, seq=entry.seq, type=entry.event_type, node_id=entry.node_id, data=entry.data, at=entry.at
     )
-
-
-def _close_connection() -> None:
-    connection.close()

@@ -9,6 +9,10 @@ no share per user (a worker's threads do: workflows.execution.fairness).
 With Redis, each Celery worker process has one too (``worker_run_loop``, without the reaper,
 which is a beat task there): every task thread hands its run to it and waits for the end, so
 a run waiting for a retry or a slow answer holds no thread of its own and blocks no other run.
+And each web process has one (``request_run_loop``, no reaper either) for the runs its requests
+wait for and that it may execute itself (workflows.execution.dispatch): no broker, worker or
+channel layer between such a run and its answer, and the same claim, lease and journal as on a
+worker, so the reaper resumes it elsewhere if the web process dies.
 
 A server in embedded mode stops its run loop when it shuts down (config.shutdown, before Python's
 exit waits for threads): the reaper stops, the runs' leases are released (each run stops
@@ -18,6 +22,8 @@ loop ends, within STOP_TIMEOUT_S. Runs handed over meanwhile stay pending for th
 
 import asyncio
 import concurrent.futures
+import contextlib
+import functools
 import logging
 import threading
 import time
@@ -43,12 +49,14 @@ HAND_BACK_CHECK_S = 0.5
 class RunLoop:
     """A thread with an event loop that executes the runs handed to it (``submit``) until the process stops."""
 
-    def __init__(self, *, reaper: bool = True, name: str = "weft-run-loop"):
+    def __init__(self, *, reaper: bool = True, sandbox: bool = True, name: str = "weft-run-loop"):
         self._reaper = reaper
+        self._sandbox = sandbox
         self._name = name
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._in_flight: set[concurrent.futures.Future] = set()
+        #: The future of each executing run, with its run id and the future of its end.
+        self._in_flight: dict[concurrent.futures.Future, tuple[str, concurrent.futures.Future]] = {}
         self._reaping: asyncio.Task | None = None
         self._stopped = False
 
@@ -61,8 +69,22 @@ class RunLoop:
                 thread = threading.Thread(target=self._serve, args=(loop,), name=self._name, daemon=True)
                 thread.start()
                 self._loop = loop
-                threading.Thread(target=_prewarm_sandbox, name="weft-sandbox-prewarm", daemon=True).start()
+                if self._sandbox:
+                    threading.Thread(target=_prewarm_sandbox, name="weft-sandbox-prewarm", daemon=True).start()
             return self._loop
+
+    @property
+    def executing(self) -> int:
+        """How many submitted runs are executing now."""
+        with self._lock:
+            return len(self._in_flight)
+
+    def end_of(self, run_id) -> concurrent.futures.Future | None:
+        """If run ``run_id`` executes here: a future of its final status, done once its end is committed
+        (before its metering); or of what its execution returned (None, "lost") if it ended otherwise."""
+        run_id = str(run_id)
+        with self._lock:
+            return next((ended for of, ended in self._in_flight.values() if of == run_id), None)
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no submitted run is executing; False if some still are after ``timeout`` seconds."""
@@ -79,13 +101,16 @@ class RunLoop:
             self._reaping = loop.create_task(self._reap_forever())
         loop.run_forever()
 
-    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> set:
         """Stop the reaper, hand the runs back (released leases) and end the loop once they have stopped
-        (at most ``timeout`` seconds; the runs still executing then are cancelled with it)."""
+        (at most ``timeout`` seconds; the runs still executing then are cancelled with it).
+
+        Returns the ids of the runs handed back, for the caller to dispatch again (or the reaper resumes them).
+        """
         with self._lock:
             loop, self._stopped = self._loop, True
         if loop is None:
-            return
+            return set()
         if self._reaping is not None:
             loop.call_soon_threadsafe(self._reaping.cancel)
         deadline = time.monotonic() + timeout
@@ -105,6 +130,7 @@ class RunLoop:
         for future in left:  # outside the lock: a cancelled future's callback takes it
             future.cancel()
         loop.call_soon_threadsafe(loop.stop)
+        return handed
 
     def submit(self, run_id):
         """Execute the run on the background loop; returns a concurrent Future of its final status."""
@@ -113,15 +139,23 @@ class RunLoop:
                 future = concurrent.futures.Future()
                 future.set_result(None)
                 return future
-        future = asyncio.run_coroutine_threadsafe(run_execute(run_id=run_id), self.start())
+        ended = concurrent.futures.Future()
+        future = asyncio.run_coroutine_threadsafe(
+            run_execute(run_id=run_id, on_end=functools.partial(_settle, ended)), self.start()
+        )
         with self._lock:
-            self._in_flight.add(future)
+            self._in_flight[future] = (str(run_id), ended)
         future.add_done_callback(self._done)
         return future
 
     def _done(self, future) -> None:
         with self._lock:
-            self._in_flight.discard(future)
+            _, ended = self._in_flight.pop(future, (None, None))
+        if ended is not None:
+            if future.cancelled() or future.exception() is not None:
+                _settle(ended, None)
+            else:
+                _settle(ended, future.result())
         _log_failure(future)
 
     async def _reap_forever(self) -> None:
@@ -145,6 +179,12 @@ def _reap_once() -> None:
         close_old_connections()
 
 
+def _settle(future: concurrent.futures.Future, value) -> None:
+    """Give ``future`` its result unless it has one."""
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        future.set_result(value)
+
+
 def _prewarm_sandbox() -> None:
     try:
         prewarm()
@@ -161,3 +201,5 @@ def _log_failure(future) -> None:
 server_run_loop = RunLoop(name="weft-server-run-loop")
 #: A Celery worker process's run loop (see workflows.tasks; beat reaps).
 worker_run_loop = RunLoop(reaper=False, name="weft-worker-run-loop")
+#: A web process's run loop, for the runs its requests wait for (see workflows.execution.dispatch).
+request_run_loop = RunLoop(reaper=False, sandbox=False, name="weft-request-run-loop")

@@ -9,6 +9,7 @@ import functools
 import os
 import socket
 import uuid
+from collections.abc import Callable
 
 from observability.runs import run_observed
 from workflows.engine import RunExecutor
@@ -27,10 +28,13 @@ def worker_name() -> str:
 _executing: set[str] = set()
 
 
-async def run_execute(*, run_id: uuid.UUID | str) -> str | None:
+async def run_execute(*, run_id: uuid.UUID | str, on_end: Callable[[str], None] | None = None) -> str | None:
     """Claim the run and execute it to its end here; the final status ("lost": its lease was lost or handed
-    back, it stopped), or None if it was not claimable."""
-    journal = DatabaseJournal(run_id=uuid.UUID(str(run_id)), owner=worker_name())
+    back, it stopped), or None if it was not claimable.
+
+    ``on_end(status)`` is called as soon as the run's end is committed, before its metering.
+    """
+    journal = DatabaseJournal(run_id=uuid.UUID(str(run_id)), owner=worker_name(), on_end=on_end)
     _executing.add(journal.owner)
     try:
         run = await journal.claim()
@@ -55,7 +59,7 @@ async def run_execute(*, run_id: uuid.UUID | str) -> str | None:
             result = await executor.run()
         if result.status in RUN_FINAL_STATUSES:
             # Metered on the run's own database thread and connection, once its end is committed.
-            await journal.on_thread(functools.partial(run_usage_record, run_id=run.pk))
+            await journal.on_thread(functools.partial(run_usage_record, run_id=run.pk, graph=run.graph))
     finally:
         _executing.discard(journal.owner)
         await journal.close()

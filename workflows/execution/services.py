@@ -6,11 +6,13 @@ What executes a run is :mod:`~workflows.execution.runner`; who it is handed to,
 """
 
 import asyncio
+import concurrent.futures
+import time
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from config.conf import weft_settings
@@ -23,8 +25,9 @@ from workflows.selectors import workflow_graph
 from workflows.services import GraphInvalid
 
 from . import live
-from .dispatch import run_dispatch
+from .dispatch import run_dispatch, runs_here
 from .ending import run_close
+from .run_loop import request_run_loop
 
 
 def run_start(
@@ -35,13 +38,15 @@ def run_start(
     trigger: str = RunTrigger.MANUAL,
     flow: WorkflowVersion | None = None,
     graph: dict | None = None,
+    wait: bool = False,
     **extra,
 ) -> Run:
     """Create a pending run of ``workflow`` (its draft, ``flow``'s release, or ``graph``) and dispatch it.
 
     The graph is validated and frozen into the run; ``inputs`` are checked against the start
     node's declared inputs (a 400 naming ``inputs.<name>``). ``extra`` are further Run fields
-    (app, schedule, scheduled_tick, chat_id, agent, version). The run is dispatched after commit.
+    (app, schedule, scheduled_tick, chat_id, agent, version). The run is dispatched after commit;
+    ``wait``: the caller will wait for it (:func:`run_wait`), so this process may execute it.
     """
     if graph is None:
         graph = flow.release_data if flow is not None else workflow_graph(workflow=workflow)
@@ -61,7 +66,8 @@ def run_start(
             trace_id=trace_id_for_new_run(),
             **extra,
         )
-        transaction.on_commit(lambda: run_dispatch(run_id=run.pk), robust=True)
+        here = wait and runs_here(graph)
+        transaction.on_commit(lambda: run_dispatch(run_id=run.pk, here=here), robust=True)
     return run
 
 
@@ -102,10 +108,37 @@ def run_cancel(*, run: Run, user) -> Run:
 
 def run_wait(*, run: Run, timeout: float | None = None) -> Run:
     """Wait (at most ``timeout`` seconds) until ``run`` has finished; return it refreshed."""
-    timeout = weft_settings.WAIT_TIMEOUT_S if timeout is None else timeout
-    async_to_sync(run_end_awaited)(run_id=run.pk, timeout=timeout)
+    _run_end_wait(run_id=run.pk, timeout=timeout)
     run.refresh_from_db()
     return run
+
+
+def run_wait_finished(*, run: Run, timeout: float | None = None, runs: QuerySet | None = None) -> Run | None:
+    """Wait (at most ``timeout`` seconds) until ``run`` has finished: then the run with its tasks (read
+    from ``runs``, a queryset of those the caller may see), else None."""
+    _run_end_wait(run_id=run.pk, timeout=timeout)
+    runs = Run.objects.all() if runs is None else runs
+    # The frozen graph is not part of the answer; get() compiles no ordering.
+    try:
+        return runs.defer("graph").prefetch_related("tasks").get(pk=run.pk, status__in=RUN_FINAL_STATUSES)
+    except Run.DoesNotExist:
+        return None
+
+
+def _run_end_wait(*, run_id, timeout: float | None) -> None:
+    timeout = weft_settings.WAIT_TIMEOUT_S if timeout is None else timeout
+    if connection.settings_dict["OPTIONS"].get("pool") and not connection.in_atomic_block:
+        # Back to the pool while waiting: the run's journal (in this process, perhaps) needs one.
+        connection.close()
+    ended = request_run_loop.end_of(run_id)
+    if ended is not None:  # executing in this process: woken when its end is committed
+        started = time.monotonic()
+        concurrent.futures.wait([ended], timeout=timeout)
+        if ended.done() and ended.result() in RUN_FINAL_STATUSES:
+            return
+        timeout -= time.monotonic() - started
+    if timeout > 0:  # executing elsewhere (or handed back meanwhile): its final event says when it ends
+        async_to_sync(run_end_awaited)(run_id=run_id, timeout=timeout)
 
 
 #: How often a wait reads the run's status, at most (it starts at 20 ms and doubles up to this).

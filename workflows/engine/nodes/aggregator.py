@@ -15,6 +15,7 @@ from .base import NodeContext, NodeType, register
 class Aggregator(NodeType):
     type = "aggregator"
     effects = False
+    in_process = True
     description = "Join branches: pick or collect the values of those that ran."
     config_schema = {
         "type": "object",

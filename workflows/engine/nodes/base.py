@@ -107,6 +107,9 @@ class NodeType:
     #: before the run goes on. A node without effects (a computation) is simply executed again if
     #: a crash loses its outcome, so the run does not wait for the disk around it.
     effects: ClassVar[bool] = True
+    #: Whether it only computes, in the engine's own process and quickly: no sandbox, network, model
+    #: or wait. A run made only of such nodes may execute in the web process that waits for it.
+    in_process: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

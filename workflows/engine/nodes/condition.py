@@ -47,6 +47,7 @@ OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
 class Condition(NodeType):
     type = "condition"
     effects = False
+    in_process = True
     description = "Branch: the first case whose conditions hold, else `else`."
     config_schema = {
         "type": "object",

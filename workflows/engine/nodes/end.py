@@ -7,6 +7,7 @@ from .base import NodeContext, NodeType, register
 class End(NodeType):
     type = "end"
     effects = False
+    in_process = True
     description = "Where a run ends: what it returns."
     config_schema = {
         "type": "object",

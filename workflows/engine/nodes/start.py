@@ -20,6 +20,7 @@ _TYPE_CHECKS = {
 class Start(NodeType):
     type = "start"
     effects = False
+    in_process = True
     description = "Where a run begins: its declared inputs."
     config_schema = {
         "type": "object",

@@ -7,6 +7,7 @@ from .base import NodeContext, NodeType, register
 class Template(NodeType):
     type = "template"
     effects = False
+    in_process = True
     description = "Render a Jinja2 template (sandboxed)."
     config_schema = {
         "type": "object",

@@ -1,0 +1,102 @@
+"""A run its request waits for executes in the web process serving the request (workflows.execution.dispatch):
+claimed, journaled and metered as on a worker, with no broker between it and its answer. A run with
+a node that leaves the process (sandbox, network, model) goes to a worker, and so does any run past
+WEFT_ENGINE_RUNS_HERE_MAX. No Celery worker runs in these tests: a run sent to one stays pending.
+"""
+
+import pytest
+
+from history.models import UsageMetric
+from tests.engine.conftest import chain, end, node, start
+from workflows.execution.dispatch import runs_here
+from workflows.models import Run, RunEvent
+from workflows.services import workflow_create
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
+
+GREETING = chain(
+    start("city"),
+    node("greet", "template", {"template": "Weather for {{ start.city }}"}),
+    node("shout", "template", {"template": "{{ greet.text | upper }}"}),
+    end(text="{{ shout.text }}"),
+)
+
+
+@pytest.fixture(autouse=True)
+def with_workers(settings, engine_settings):
+    """Redis and workers, as the Procfile deploys: not embedded. A run sent to a worker is not awaited long."""
+    settings.EMBEDDED = False
+    engine_settings(WAIT_TIMEOUT_S=1.0)
+
+
+def start_waiting(client, workflow, inputs: dict):
+    return client.post(f"/api/v1/workflows/{workflow.pk}/runs/", {"inputs": inputs, "wait": True}, format="json")
+
+
+def test_a_waited_run_of_computing_nodes_is_answered_by_the_web_process_and_stored(user_client, user):
+    workflow = workflow_create(owner=user, name="Greeter", graph=GREETING)
+
+    response = start_waiting(user_client, workflow, {"city": "Oslo"})
+
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["outputs"] == {"text": "WEATHER FOR OSLO"}
+    assert [task["node_id"] for task in body["tasks"]] == ["start", "greet", "shout", "end"]
+    # As durable as a worker's run: its end, its events and its usage are in the database.
+    run = Run.objects.get(pk=body["id"])
+    assert (run.status, run.lease_owner, run.dispatch_attempts) == ("succeeded", "", 1)
+    assert RunEvent.objects.filter(run=run).order_by("-seq").values_list("type", flat=True).first() == "run.succeeded"
+    usage = UsageMetric.objects.get(run=run)
+    assert (usage.user_id, usage.workflow_id, usage.node_count, usage.tokens_in) == (user.pk, workflow.pk, 4, 0)
+
+
+@pytest.mark.parametrize(
+    ("graph", "why"),
+    [
+        (chain(start(), node("run_code", "code", {"code": "def main():\n    return {}"}), end()), "sandbox"),
+        (chain(start(), node("fetch", "http_request", {"url": "http://127.0.0.1:9/"}), end()), "network"),
+    ],
+)
+def test_a_run_with_a_node_that_leaves_the_process_goes_to_a_worker(user_client, user, graph, why):
+    workflow = workflow_create(owner=user, name=f"Needs a {why}", graph=graph)
+
+    response = start_waiting(user_client, workflow, {})
+
+    assert response.status_code == 202, response.json()
+    assert response.json()["status"] == "pending"  # sent to a worker; none runs here
+    assert Run.objects.get(pk=response.json()["id"]).dispatch_attempts == 0
+
+
+def test_past_the_bound_a_waited_run_goes_to_a_worker(user_client, user, engine_settings):
+    engine_settings(WAIT_TIMEOUT_S=1.0, RUNS_HERE_MAX=0)
+    workflow = workflow_create(owner=user, name="Greeter", graph=GREETING)
+
+    response = start_waiting(user_client, workflow, {"city": "Oslo"})
+
+    assert response.status_code == 202
+    assert Run.objects.get(pk=response.json()["id"]).status == "pending"
+
+
+def test_a_run_not_waited_for_goes_to_a_worker(user_client, user):
+    workflow = workflow_create(owner=user, name="Greeter", graph=GREETING)
+
+    response = user_client.post(f"/api/v1/workflows/{workflow.pk}/runs/", {"inputs": {"city": "x"}}, format="json")
+
+    assert response.status_code == 202
+    assert Run.objects.get(pk=response.json()["id"]).status == "pending"
+
+
+@pytest.mark.parametrize(
+    ("graph", "here"),
+    [
+        (GREETING, True),
+        (chain(start(), node("pick", "condition", {"cases": []}), end()), True),
+        (chain(start(), node("ask", "llm", {"provider": "p", "prompt": "hi"}), end()), False),
+        (
+            chain(start("items"), node("each", "iteration", {"items": "{{ start.items }}", "graph": GREETING}), end()),
+            False,
+        ),
+    ],
+)
+def test_which_graphs_may_run_in_the_web_process(graph, here):
+    assert runs_here(graph) is here
