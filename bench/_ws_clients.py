@@ -1,6 +1,6 @@
 """The websocket clients of the live-events bench, in a process of their own (spawned: no Django here).
 
-Clients are elsewhere in production (browsers on other machines); here 200 of them share one
+Clients are elsewhere in production (browsers on other machines); here up to 1,000 of them share one
 process and the server's two cores, so each is kept as light as a client can be: websockets'
 sans-I/O protocol driven straight from the socket's callback (no task, no queue per message),
 the receipt time taken when the bytes arrive, the JSON read after the run. uvloop runs the
@@ -18,7 +18,6 @@ from websockets.http11 import Response
 from websockets.typing import Origin
 from websockets.uri import parse_uri
 
-CLIENTS = 200
 #: Clients connecting at once: the figures are about events, not about a storm of connections
 #: (daphne drops a websocket whose handshake waits over 5 s).
 HANDSHAKES = 20
@@ -27,36 +26,38 @@ RUN_EVENT = b'{"type": "run.'
 RUN_STARTED = b'{"type": "run.started"'
 
 
-def clients_main(url: str, origin: str, pipe, token: str) -> None:
-    """In a process of its own: ``CLIENTS`` clients follow the run; their figures go back through ``pipe``."""
+def clients_main(urls: list[str], origin: str, pipe, token: str, wait_s: float) -> None:
+    """In a process of its own: a client follows each of ``urls`` (a run's URL once per follower) until
+    its run ends or ``wait_s`` has passed; their figures go back through ``pipe``."""
+    clients = Clients(urls, origin=origin, pipe=pipe, token=token, wait_s=wait_s)
     try:
         import uvloop
     except ImportError:
-        asyncio.run(Clients(url, origin=origin, pipe=pipe, token=token).main())
+        asyncio.run(clients.main())
     else:
-        uvloop.run(Clients(url, origin=origin, pipe=pipe, token=token).main())
+        uvloop.run(clients.main())
 
 
 class Clients:
-    def __init__(self, url: str, *, origin: str, pipe, token: str):
-        self.url, self.origin, self.pipe, self.token = url, origin, pipe, token
+    def __init__(self, urls: list[str], *, origin: str, pipe, token: str, wait_s: float):
+        self.urls, self.origin, self.pipe, self.token, self.wait_s = urls, origin, pipe, token, wait_s
         self.followers: list[Follower] = []
 
     async def main(self) -> None:
         loop = asyncio.get_running_loop()
-        uri = parse_uri(self.url)
         everyone = asyncio.Event()
         connected = 0
 
         def on_snapshot() -> None:
             nonlocal connected
             connected += 1
-            if connected == CLIENTS:
+            if connected == len(self.urls):
                 everyone.set()
 
         handshakes = asyncio.Semaphore(HANDSHAKES)
 
-        async def connect(index: int) -> None:
+        async def connect(url: str) -> None:
+            uri = parse_uri(url)
             follower = Follower(uri, Origin(self.origin), loop, on_snapshot, token=self.token)
             self.followers.append(follower)
             async with handshakes:
@@ -64,10 +65,10 @@ class Clients:
                 await asyncio.wait([follower.snapshot, follower.done], return_when=asyncio.FIRST_COMPLETED)
 
         try:
-            await asyncio.gather(*(connect(index) for index in range(CLIENTS)))
+            await asyncio.gather(*(connect(url) for url in self.urls))
             await asyncio.wait_for(everyone.wait(), timeout=60)
             self.pipe.send({index: f.snapshot_seq for index, f in enumerate(self.followers)})
-            await asyncio.wait([f.done for f in self.followers], timeout=45)
+            await asyncio.wait([f.done for f in self.followers], timeout=self.wait_s)
         finally:
             for follower in self.followers:
                 follower.close()

@@ -1,5 +1,6 @@
 """ASGI entry point for daphne: HTTP through Django, websockets through Channels."""
 
+import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -16,7 +17,6 @@ from django.conf import settings  # noqa: E402
 from config.proxy import TrustedProxyMiddleware  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 from config.shutdown import stop_with_server  # noqa: E402
-from workflows.execution.fanout import DirectSocketMiddleware  # noqa: E402
 
 if settings.EMBEDDED:
     # Embedded mode: this server process is also the worker. Starting the engine now lets its
@@ -36,10 +36,12 @@ application = TrustedProxyMiddleware(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            # DirectSocketMiddleware first: it recognises daphne's own send (see workflows.execution.fanout).
-            "websocket": DirectSocketMiddleware(
-                AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
-            ),
+            "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         }
     )
 )
+
+# What is loaded now lives as long as the process: out of the collector's way. With a thousand
+# consumers coming and going, full collections walked it all and paused the loop (13 to 300 ms,
+# the tail of the websocket bench's 500x2).
+gc.freeze()

@@ -110,11 +110,10 @@ def _user_for(credentials):
 
 class RunConsumer(_AuthenticatedConsumer):
     """A run's follower. Live events come from the process's ``fanout`` (one subscription for all
-    of a run's followers): written straight to the socket when this client is up to date, else
-    queued in ``backlog`` and sent by ``run_event`` (which fills gaps from the stored events)."""
+    of a run's followers): sent at once when this client is up to date, else queued in ``backlog``
+    and sent by ``run_event`` (which fills gaps from the stored events)."""
 
     run_id = None
-    socket: fanout.DirectSocket | None = None
     following = False
     last_seq = 0
     ended = False
@@ -138,7 +137,6 @@ class RunConsumer(_AuthenticatedConsumer):
         self.run_id = self.scope["url_route"]["kwargs"]["run_id"]
         self.sending = asyncio.Lock()
         self.backlog: deque[dict] = deque()
-        self.socket = self.scope.get(fanout.SCOPE_KEY)
         hub = fanout.fanout()
         async with self.sending:
             # Followed before the snapshot is read: events from now on wait in the backlog (and
@@ -178,25 +176,17 @@ class RunConsumer(_AuthenticatedConsumer):
     async def receive_json(self, content, **kwargs) -> None:
         """Clients only listen."""
 
-    async def send(self, text_data=None, bytes_data=None, close=False) -> None:
-        if self.socket is not None:
-            self.socket.flush()  # live events written straight to the socket go first
-        await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
-
-    async def close(self, code=None, reason=None) -> None:
-        if self.socket is not None:
-            self.socket.flush()
-        await super().close(code=code, reason=reason)
-
-    def live_event(self, message: dict, frame) -> None:
-        """From the fan-out, on the event loop: one live event of this run."""
+    async def live_event(self, message: dict) -> None:
+        """From the fan-out: one live event of this run, sent now if it is the next one this client
+        needs and nothing of this consumer is being sent, else queued (the fan-out does not wait)."""
         if not self.backlog and not self.sending.locked():
             if message["seq"] <= self.last_seq:
                 return
-            if self.socket is not None and message["seq"] == self.last_seq + 1:
-                if self.socket.send(frame()):
+            if message["seq"] == self.last_seq + 1:
+                async with self.sending:
                     self.last_seq = message["seq"]
                     self.ended = self.ended or live.is_final(message["kind"])
+                    await self.send(text_data=message["text"])
                 return
         self.backlog.append(message)
         if self._drain is None or self._drain.done():

@@ -1,12 +1,10 @@
-"""A server process's followers of a run share one subscription, and a batch reaches them whole.
+"""A server process's followers of a run share one subscription, and each gets every event once, in order.
 
-The direct socket writes (daphne only) are exercised by the integration tests, whose clients
-follow runs through a real daphne; here the consumers run under the test communicator, which
-takes the consumer's path (``DirectSocket.of`` finds no daphne socket).
+The consumers run under Channels' test communicator; the integration tests follow runs through a
+real server.
 """
 
 import asyncio
-import socket
 
 import pytest
 from channels.db import database_sync_to_async
@@ -100,41 +98,35 @@ async def test_a_silent_run_is_looked_up_once_for_all_its_followers(monkeypatch)
         await communicator.disconnect()
 
 
-def test_write_through_sends_at_once_only_when_nothing_waits_before():
-    class Transport:  # the attributes of twisted's TCP transport that write_through reads
-        TLS = False
-        connected = True
-        disconnecting = False
-        _writeDisconnected = False
+async def test_a_late_follower_gets_the_stored_events_then_the_live_ones():
+    run, _, token = await make_run()
+    first = await connect(f"/ws/runs/{run.pk}/", token=token)
+    assert (await first.receive_json_from(timeout=2))["seq"] == 0
+    for seq, kind in ((1, "run.started"), (2, "node.started"), (3, "node.succeeded")):
+        await live.publish(workflow_id=run.workflow_id, message=await store(run, seq, kind))
+    assert [(await first.receive_json_from(timeout=2))["seq"] for _ in range(3)] == [1, 2, 3]
 
-        def __init__(self, sock):
-            self.socket, self.dataBuffer, self._tempDataBuffer, self.written = sock, b"", [], []
-
-        def write(self, data):
-            self._tempDataBuffer.append(data)
-            self.written.append(data)
-
-    ours, theirs = socket.socketpair()
-    with ours, theirs:
-        ours.setblocking(False)
-        theirs.settimeout(2)
-        transport = Transport(ours)
-        fanout.write_through(transport, b"first")
-        assert theirs.recv(100) == b"first"
-        assert transport.written == []
-
-        transport._tempDataBuffer = [b"queued"]  # twisted holds bytes: what follows goes after them
-        fanout.write_through(transport, b"second")
-        assert transport.written == [b"second"]
-
-        transport._tempDataBuffer = []
-        transport.TLS = True
-        fanout.write_through(transport, b"third")
-        assert transport.written == [b"second", b"third"]
+    late = await connect(f"/ws/runs/{run.pk}/?after=1", token=token)
+    assert (await late.receive_json_from(timeout=2))["type"] == "snapshot"
+    await live.publish(workflow_id=run.workflow_id, message=await store(run, 4, "run.succeeded"))
+    assert [(await late.receive_json_from(timeout=2))["seq"] for _ in range(3)] == [2, 3, 4]
+    assert (await first.receive_json_from(timeout=2))["seq"] == 4
+    for communicator in (first, late):
+        assert await communicator.receive_nothing(timeout=0.1)
+        await communicator.disconnect()
 
 
-def test_no_direct_socket_outside_daphne():
-    async def send(message):
-        return None
+async def test_a_follower_that_leaves_does_not_stop_the_others():
+    run, _, token = await make_run()
+    staying, leaving = [await connect(f"/ws/runs/{run.pk}/", token=token) for _ in range(2)]
+    for communicator in (staying, leaving):
+        assert (await communicator.receive_json_from(timeout=2))["seq"] == 0
+    await live.publish(workflow_id=run.workflow_id, message=await store(run, 1, "run.started"))
+    assert (await leaving.receive_json_from(timeout=2))["seq"] == 1
+    await leaving.disconnect()
 
-    assert fanout.DirectSocket.of(send) is None
+    await live.publish(workflow_id=run.workflow_id, message=await store(run, 2, "run.succeeded"))
+    assert [(await staying.receive_json_from(timeout=2))["seq"] for _ in range(2)] == [1, 2]
+    assert [followed.run_id for followed in fanout.fanout().runs.values()] == [run.pk]
+    await staying.disconnect()
+    assert not fanout.fanout().runs

@@ -1,22 +1,17 @@
-"""One server process, many followers of a run: each event is received once and framed once.
+"""One server process, many followers of a run: each event is received once per process.
 
 Channels gives every websocket a channel of its own, so an event for a run that 200 clients
-follow through one daphne process costs 200 channel-layer deliveries, 200 consumer wake-ups and
-200 framings by autobahn (about 0.1 ms each): a run's events then queue behind each other.
-Here a process's followers of a run share one channel-layer subscription (``RunFanout``); each
-event is framed once (autobahn's ``PreparedMessage``) and written straight to the socket of
-every follower that is up to date (``DirectSocket``, which ``DirectSocketMiddleware`` finds under
-daphne). A follower that is not up to date (sending its snapshot or stored events, or behind a
-gap) or has no direct socket (another ASGI server, the test communicator) gets the event
-through its consumer, in order, as before.
+follow through one server process would cost 200 channel-layer deliveries and 200 consumer
+wake-ups. Here a process's followers of a run share one channel-layer subscription
+(``RunFanout``), and its receive loop hands each event to every follower (``live_event``), which
+sends the event's text, encoded once when it was published, through its consumer's own ``send``.
+A follower that is not up to date (sending its snapshot or stored events, or behind a gap)
+queues the event and sends it, in order, once it has caught up.
 """
 
 import asyncio
-import functools
 import logging
-import socket
 import weakref
-from collections.abc import Callable
 from typing import Protocol
 
 from channels.db import database_sync_to_async
@@ -26,7 +21,6 @@ from . import live
 
 logger = logging.getLogger(__name__)
 
-SCOPE_KEY = "weft.direct_socket"
 #: After the channel layer failed to deliver, wait this long before receiving again.
 RECEIVE_RETRY_S = 0.5
 #: Seconds without a live event after which a followed run's stored events are read.
@@ -34,127 +28,12 @@ CATCH_UP_S = 3.0
 
 
 class Follower(Protocol):
-    def live_event(self, message: dict, frame: Callable[[], object]) -> None:
-        """An event of the followed run; ``frame()`` is its frame for ``DirectSocket.send``."""
+    async def live_event(self, message: dict) -> None:
+        """An event of the followed run (a ``live.wire`` payload).
 
-
-class DirectSocket:
-    """A daphne websocket, written to without the ASGI send (and its per-socket framing).
-
-    Frames given to ``send`` wait for the end of the loop's turn and leave in one write: events
-    that arrive together (a node's end and the next one's start) cost one system call per socket.
-    ``flush`` writes them at once; the consumer calls it before anything it sends through ASGI.
-    """
-
-    def __init__(self, server, protocol):
-        self.server, self.protocol = server, protocol
-        self.pending: list[bytes] = []
-
-    @classmethod
-    def of(cls, send) -> "DirectSocket | None":
-        """The socket behind daphne's ASGI ``send`` (a partial of ``Server.handle_reply``), else None."""
-        try:
-            from daphne.server import Server
-            from daphne.ws_protocol import WebSocketProtocol
-        except ImportError:  # another ASGI server
-            return None
-        if not isinstance(send, functools.partial) or len(send.args) != 1:
-            return None
-        server, protocol = getattr(send.func, "__self__", None), send.args[0]
-        if isinstance(server, Server) and isinstance(protocol, WebSocketProtocol):
-            return cls(server, protocol)
-        return None
-
-    @staticmethod
-    def frame(text: str):
-        """``text`` as one websocket text frame, shareable by every socket."""
-        from autobahn.websocket.protocol import PreparedMessage
-
-        return PreparedMessage(text.encode("utf-8"), False, False, True)
-
-    def open(self) -> bool:
-        protocol = self.protocol
-        if protocol.state != protocol.STATE_OPEN:
-            return False
-        connection = self.server.connections.get(protocol)
-        return connection is not None and not connection.get("disconnected")
-
-    def send(self, frame) -> bool:
-        """Send ``frame`` after what the socket has been given; False once the socket is closing."""
-        if not self.open():
-            return False
-        protocol = self.protocol
-        if protocol.send_queue or protocol._perMessageCompress is not None:
-            self.flush()
-            protocol.sendPreparedMessage(frame)  # autobahn has sends queued, or compresses
-            return True
-        if not self.pending:
-            if not _unflushed:
-                asyncio.get_running_loop().call_soon(_flush_all)
-            _unflushed.append(self)
-        self.pending.append(frame.payloadHybi)
-        return True
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        data = self.pending[0] if len(self.pending) == 1 else b"".join(self.pending)
-        self.pending.clear()
-        if self.open():
-            write_through(self.protocol.transport, data)
-
-
-#: The sockets given frames during this turn of daphne's (one) event loop, flushed at its end.
-_unflushed: list[DirectSocket] = []
-
-
-def _flush_all() -> None:
-    sockets = _unflushed[:]
-    _unflushed.clear()
-    for direct_socket in sockets:
-        direct_socket.flush()
-
-
-def write_through(transport, data: bytes) -> None:
-    """``transport.write(data)``, but sent at once when nothing is buffered before it.
-
-    Twisted buffers every write until the loop finds the socket writable: two epoll changes and
-    a loop turn per socket and event, most of a fan-out's cost. A socket with nothing pending
-    takes the bytes now; what it does not take (or any error) goes through ``write`` as before.
-    """
-    sock = getattr(transport, "socket", None)
-    if (
-        isinstance(sock, socket.socket)
-        and getattr(transport, "TLS", True) is False
-        and getattr(transport, "connected", False)
-        and not getattr(transport, "disconnecting", True)
-        and not getattr(transport, "_writeDisconnected", True)
-        and getattr(transport, "dataBuffer", None) == b""
-        and getattr(transport, "_tempDataBuffer", None) == []
-    ):
-        try:
-            sent = sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            sent = 0  # twisted's own write meets the error and closes the connection
-        data = data[sent:]
-    if data:
-        transport.write(data)
-
-
-class DirectSocketMiddleware:
-    """Outermost ASGI middleware: puts daphne's websocket in the scope (``SCOPE_KEY``) when there is one."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "websocket":
-            socket = DirectSocket.of(send)
-            if socket is not None:
-                scope = {**scope, SCOPE_KEY: socket}
-        return await self.app(scope, receive, send)
+        Awaited follower after follower, so it must not wait: a follower that would (for a read of
+        stored events, or behind a send of its own) queues the event instead. An ASGI send does
+        not wait for the client under daphne, whose send hands the frame to the socket's buffer."""
 
 
 class _FollowedRun:
@@ -179,6 +58,7 @@ class RunFanout:
         self.channel: str | None = None
         self._tasks: list[asyncio.Task] = []
         self._membership = asyncio.Lock()
+        self._delivering = asyncio.Lock()
 
     async def follow(self, run_id, follower: Follower) -> None:
         """From now on, ``follower`` gets the run's events (the group is joined when this returns)."""
@@ -233,7 +113,7 @@ class RunFanout:
                 continue
             if message.get("type") in (live.HANDLER, live.BATCH_HANDLER):
                 for payload in live.payloads(message):
-                    self.deliver(payload)
+                    await self.deliver(payload)
 
     async def _catch_up_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -251,37 +131,28 @@ class RunFanout:
         while True:
             events = await database_sync_to_async(live.events_after)(run.run_id, run.seen)
             for event in events:
-                self.deliver(live.wire(event))
+                await self.deliver(live.wire(event))
             if len(events) < live.REPLAY_BATCH:
                 return
 
-    def deliver(self, message: dict) -> None:
-        run = self.runs.get(live.RUN_GROUP.format(message["run"]))
-        if run is None:
-            return
-        run.heard = asyncio.get_running_loop().time()
-        run.seen = max(run.seen, message["seq"])
-        run.ended = run.ended or live.is_final(message["kind"])
-        frame = _Once(DirectSocket.frame, message["text"])
-        for follower in tuple(run.followers):
-            try:
-                follower.live_event(message, frame)
-            except Exception:
-                logger.exception("A follower failed to take a live event.")
+    async def deliver(self, message: dict) -> None:
+        """Hand one event to each of its run's followers, in turn.
 
-
-class _Once:
-    """``f(arg)``, computed on the first call only."""
-
-    __slots__ = ("f", "arg", "value")
-
-    def __init__(self, f, arg):
-        self.f, self.arg, self.value = f, arg, None
-
-    def __call__(self):
-        if self.value is None:
-            self.value = self.f(self.arg)
-        return self.value
+        One delivery at a time (the receive loop's and the catch-up's take turns), so that each
+        follower gets a run's events in the order they are handed over.
+        """
+        async with self._delivering:
+            run = self.runs.get(live.RUN_GROUP.format(message["run"]))
+            if run is None:
+                return
+            run.heard = asyncio.get_running_loop().time()
+            run.seen = max(run.seen, message["seq"])
+            run.ended = run.ended or live.is_final(message["kind"])
+            for follower in tuple(run.followers):
+                try:
+                    await follower.live_event(message)
+                except Exception:
+                    logger.exception("A follower failed to take a live event.")
 
 
 _fanouts: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RunFanout]" = weakref.WeakKeyDictionary()
