@@ -4,6 +4,8 @@ a node that leaves the process (sandbox, network, model) goes to a worker, and s
 WEFT_ENGINE_RUNS_HERE_MAX. No Celery worker runs in these tests: a run sent to one stays pending.
 """
 
+import time
+
 import pytest
 
 from history.models import UsageMetric
@@ -46,6 +48,10 @@ def test_a_waited_run_of_computing_nodes_is_answered_by_the_web_process_and_stor
     run = Run.objects.get(pk=body["id"])
     assert (run.status, run.lease_owner, run.dispatch_attempts) == ("succeeded", "", 1)
     assert RunEvent.objects.filter(run=run).order_by("-seq").values_list("type", flat=True).first() == "run.succeeded"
+    # Metered right after the answer, which waits for the run's end only.
+    deadline = time.monotonic() + 10
+    while not UsageMetric.objects.filter(run=run).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
     usage = UsageMetric.objects.get(run=run)
     assert (usage.user_id, usage.workflow_id, usage.node_count, usage.tokens_in) == (user.pk, workflow.pk, 4, 0)
 

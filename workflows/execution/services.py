@@ -12,14 +12,14 @@ import time
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from django.db import connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from config.conf import weft_settings
 from config.errors import Conflict, InvalidInput
 from observability.tracing import trace_id_for_new_run
 from workflows.engine import get_node_type, validate_graph
-from workflows.models import RUN_FINAL_STATUSES, Run, RunStatus, RunTrigger, Workflow, WorkflowVersion
+from workflows.models import RUN_FINAL_STATUSES, Run, RunStatus, RunTrigger, Task, Workflow, WorkflowVersion
 from workflows.quotas import run_quota_reserve
 from workflows.selectors import workflow_graph
 from workflows.services import GraphInvalid
@@ -118,9 +118,10 @@ def run_wait_finished(*, run: Run, timeout: float | None = None, runs: QuerySet 
     from ``runs``, a queryset of those the caller may see), else None."""
     _run_end_wait(run_id=run.pk, timeout=timeout)
     runs = Run.objects.all() if runs is None else runs
-    # The frozen graph is not part of the answer; get() compiles no ordering.
+    # What the answer shows, not the frozen graph nor each task's events; get() compiles no ordering.
+    tasks = Prefetch("tasks", queryset=Task.objects.defer("events", "description", "input_data"))
     try:
-        return runs.defer("graph").prefetch_related("tasks").get(pk=run.pk, status__in=RUN_FINAL_STATUSES)
+        return runs.defer("graph").prefetch_related(tasks).get(pk=run.pk, status__in=RUN_FINAL_STATUSES)
     except Run.DoesNotExist:
         return None
 

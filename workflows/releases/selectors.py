@@ -1,9 +1,12 @@
 import semantic_version
-from django.db.models import F, Q, QuerySet
+from django.db.models import Q, QuerySet
 
 from workflows.models import Workflow, WorkflowVersion
 
 from .versions import parse_range
+
+#: ``release_status`` holds the ReleaseChannel bits: below 8 (a check constraint of the table).
+RELEASE_STATUS_LIMIT = 8
 
 
 def flows_for_workflow(*, workflow: Workflow) -> QuerySet[WorkflowVersion]:
@@ -24,13 +27,16 @@ def flow_previous(*, flow: WorkflowVersion) -> WorkflowVersion | None:
 
 
 def flow_latest_released(*, workflow_id, channel: int, version_range: str | None = None) -> WorkflowVersion | None:
-    """The greatest version of a group released on ``channel``, optionally within a semver range.
+    """The greatest version of a group released on ``channel``, optionally within a semver range,
+    without the copy of the draft it was published from (``data``: runs read ``release_data``).
 
-    Without a range this is one query walking the (group, major, minor, patch) index.
+    Without a range this is one query walking the (group, major, minor, patch) index. The release
+    bits are few (``release_status`` is below 8), so "released on the channel" is a list of values.
     """
+    on_channel = [status for status in range(RELEASE_STATUS_LIMIT) if status & channel]
     released = (
-        WorkflowVersion.objects.annotate(on_channel=F("release_status").bitand(channel))
-        .filter(workflow_id=workflow_id, on_channel__gt=0)
+        WorkflowVersion.objects.filter(workflow_id=workflow_id, release_status__in=on_channel)
+        .defer("data")
         .order_by("-version_major", "-version_minor", "-version_patch")
     )
     if version_range is None:
