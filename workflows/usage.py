@@ -75,7 +75,12 @@ def _uses_models(graph: dict) -> bool:
 
 @functools.cache
 def _modelless_usage_sql() -> str:
-    """The one row of a finished run that used no model, from the run, its workflow and its tasks."""
+    """The one row of a finished run that used no model, from the run, its workflow and its tasks.
+
+    The run's row is locked as :func:`usage_record_for_run` locks it. This statement's snapshot
+    predates the lock, so a row written meanwhile by the lock's previous holder is not seen by
+    ``NOT EXISTS``: the unique constraint then stops the second row (``ON CONFLICT DO NOTHING``).
+    """
     quote = connection.ops.quote_name
     usage, runs, tasks = UsageMetric._meta, Run._meta, Task._meta
     workflows = runs.get_field("workflow").related_model._meta
@@ -106,7 +111,9 @@ SELECT COALESCE(run.{column(runs, "triggered_by")}, w.{column(workflows, "owner"
 FROM run JOIN {quote(workflows.db_table)} w ON w.{column(workflows, "id")} = run.{column(runs, "workflow")}
 WHERE NOT EXISTS (
     SELECT 1 FROM {quote(usage.db_table)} u WHERE u.{column(usage, "run")} = run.{column(runs, "id")}
-)"""  # noqa: S608
+)
+ON CONFLICT ({column(usage, "run")}, {column(usage, "provider")}, {column(usage, "model")})
+    WHERE {column(usage, "run")} IS NOT NULL DO NOTHING"""  # noqa: S608
 
 
 def usage_sweep(*, now: datetime | None = None, limit: int | None = None, lookback_s=_DEFAULT) -> int:
@@ -153,20 +160,19 @@ def usage_record_missing(*, run_ids) -> int:
 def _usage_write(*, run_id) -> tuple[list[UsageMetric], bool]:
     """The run's usage rows, and whether this call wrote them."""
     with transaction.atomic():
-        # One query locks the run and tells whether it is metered and who owns its workflow.
         run = (
             Run.objects.select_for_update(of=("self",))
-            .annotate(
-                workflow_owner_id=F("workflow__owner_id"),
-                metered=Exists(UsageMetric.objects.filter(run=OuterRef("pk"))),
-            )
+            .annotate(workflow_owner_id=F("workflow__owner_id"))
             .filter(pk=run_id)
             .first()
         )
         if run is None:
             raise NotFound("No such run.", field="run_id")
-        if run.metered:
-            return list(UsageMetric.objects.filter(run=run).order_by("id")), False
+        # A statement of its own, once the lock is held: in READ COMMITTED it sees the rows of a
+        # writer that held the lock before (the locking statement's snapshot would not).
+        existing = list(UsageMetric.objects.filter(run=run).order_by("id"))
+        if existing:
+            return existing, False
         if not run.is_finished:
             raise Conflict("The run has not finished; its usage is not known yet.", code="run_not_finished")
         tasks = list(Task.objects.filter(run=run, status__in=RAN).only("node_id", "node_type", "scope", "output_data"))

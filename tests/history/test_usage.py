@@ -1,8 +1,10 @@
 """A finished run's usage: one row per (provider, model), tokens from its llm tasks, written once."""
 
+import threading
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from config.errors import Conflict
@@ -181,3 +183,33 @@ def test_a_run_that_used_a_model_is_metered_at_its_end_by_the_general_path():
     usage_record_ended(run_id=run.pk, graph=run.graph)
 
     assert [row[5:7] for row in _metered(run)] == [(7, 3)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_metered_at_once_at_its_end_and_by_a_sweep_gets_one_row_and_no_error():
+    """The two paths lock the run; whichever comes second writes nothing, whatever its snapshot saw."""
+
+    def meter(call, barrier: threading.Barrier, errors: list) -> None:
+        try:
+            barrier.wait(timeout=10)
+            call()
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    for _ in range(10):
+        run = finished_run()
+        TaskFactory(run=run, node_type="template", status="succeeded")
+        barrier, errors = threading.Barrier(2), []
+        calls = [
+            lambda run=run: usage_record_ended(run_id=run.pk, graph=run.graph),
+            lambda run=run: usage_record_for_run(run_id=run.pk),
+        ]
+        threads = [threading.Thread(target=meter, args=(call, barrier, errors)) for call in calls]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert errors == []
+        assert UsageMetric.objects.filter(run=run).count() == 1

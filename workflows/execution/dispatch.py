@@ -23,11 +23,21 @@ def runs_here(graph: dict) -> bool:
     return all(get_node_type(node["type"]).in_process for node in graph["nodes"])
 
 
-def run_dispatch(*, run_id: uuid.UUID, here: bool = False, **options) -> None:
+def run_here_possible(graph: dict) -> bool:
+    """Whether this web process may execute a run of ``graph`` now, for a request that waits for it:
+    its nodes run here (:func:`runs_here`) and the request run loop holds fewer than
+    WEFT_ENGINE_RUNS_HERE_MAX runs (a bound each request thread checks on its own: concurrent
+    starts may pass it together, by at most the process's request threads)."""
+    from .run_loop import request_run_loop
+
+    return not settings.EMBEDDED and request_run_loop.executing < weft_settings.RUNS_HERE_MAX and runs_here(graph)
+
+
+def run_dispatch(*, run_id: uuid.UUID, claimed=None, **options) -> None:
     """Hand the run to a worker: a Celery task with Redis, the server's run loop without.
 
-    ``here``: the caller waits for the run, and the run may execute here (:func:`runs_here`): this
-    process's request run loop takes it while it holds fewer than WEFT_ENGINE_RUNS_HERE_MAX runs.
+    ``claimed``: the run, created already leased to this process (:func:`run_here_possible`): this
+    process's request run loop executes it.
     ``options`` go to Celery's ``send_task`` (``countdown``, ``kwargs``); embedded mode runs it now.
     """
     # Here, not above: the run loop's reaper dispatches through this module.
@@ -35,7 +45,7 @@ def run_dispatch(*, run_id: uuid.UUID, here: bool = False, **options) -> None:
 
     if settings.EMBEDDED:
         server_run_loop.submit(run_id)
-    elif here and not options and request_run_loop.executing < weft_settings.RUNS_HERE_MAX:
-        request_run_loop.submit(run_id)
+    elif claimed is not None:
+        request_run_loop.submit(run_id, claimed=claimed)
     else:
         current_app.send_task(RUN_EXECUTE_TASK, args=[str(run_id)], **options)

@@ -313,15 +313,24 @@ class DatabaseJournal:
         """Take the run if it is pending, or running on an expired (or released) lease; None otherwise."""
         run = await self._call(self._claim)
         if run is not None:
-            self.workflow_id = run.workflow_id
-            self.seq = self.committed = run.last_seq
-            self._no_tasks = getattr(run, "has_tasks", None) is False  # known on PostgreSQL only
-            self._renewed = time.monotonic()
-            self._queued, self._urgent = asyncio.Event(), asyncio.Event()
-            self._outbox = asyncio.Queue()
-            self._writer = asyncio.create_task(self._write_forever())
-            self._publisher = asyncio.create_task(self._publish_forever())
+            self._open(run, no_tasks=getattr(run, "has_tasks", None) is False)  # known on PostgreSQL only
         return run
+
+    def adopt(self, run: Run) -> Run:
+        """Take ``run`` as its creator left it: new, already leased to this journal's owner (a web process
+        creates so the runs it executes itself; see workflows.execution.services.run_start)."""
+        self._open(run, no_tasks=True)
+        return run
+
+    def _open(self, run: Run, *, no_tasks: bool) -> None:
+        self.workflow_id = run.workflow_id
+        self.seq = self.committed = run.last_seq
+        self._no_tasks = no_tasks
+        self._renewed = time.monotonic()
+        self._queued, self._urgent = asyncio.Event(), asyncio.Event()
+        self._outbox = asyncio.Queue()
+        self._writer = asyncio.create_task(self._write_forever())
+        self._publisher = asyncio.create_task(self._publish_forever())
 
     def _claim(self) -> Run | None:
         close_old_connections()

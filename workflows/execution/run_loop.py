@@ -132,8 +132,10 @@ class RunLoop:
         loop.call_soon_threadsafe(loop.stop)
         return handed
 
-    def submit(self, run_id):
-        """Execute the run on the background loop; returns a concurrent Future of its final status."""
+    def submit(self, run_id, *, claimed=None):
+        """Execute the run on the background loop; returns a concurrent Future of its final status.
+
+        ``claimed``: the run as created already leased to this process (see ``runner.run_execute``)."""
         with self._lock:
             if self._stopped:  # shutting down: the run stays pending for the next process's reaper
                 future = concurrent.futures.Future()
@@ -141,7 +143,7 @@ class RunLoop:
                 return future
         ended = concurrent.futures.Future()
         future = asyncio.run_coroutine_threadsafe(
-            run_execute(run_id=run_id, on_end=functools.partial(_settle, ended)), self.start()
+            run_execute(run_id=run_id, on_end=functools.partial(_settle, ended), claimed=claimed), self.start()
         )
         with self._lock:
             self._in_flight[future] = (str(run_id), ended)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from observability.runs import run_observed
 from workflows.engine import RunExecutor
-from workflows.models import RUN_FINAL_STATUSES
+from workflows.models import RUN_FINAL_STATUSES, Run
 
 from .ending import run_usage_record
 from .journal import DatabaseJournal, leases_release
@@ -28,16 +28,20 @@ def worker_name() -> str:
 _executing: set[str] = set()
 
 
-async def run_execute(*, run_id: uuid.UUID | str, on_end: Callable[[str], None] | None = None) -> str | None:
+async def run_execute(
+    *, run_id: uuid.UUID | str, on_end: Callable[[str], None] | None = None, claimed: Run | None = None
+) -> str | None:
     """Claim the run and execute it to its end here; the final status ("lost": its lease was lost or handed
     back, it stopped), or None if it was not claimable.
 
     ``on_end(status)`` is called as soon as the run's end is committed, before its metering.
+    ``claimed``: the run as created already leased to this process (no claim to make).
     """
-    journal = DatabaseJournal(run_id=uuid.UUID(str(run_id)), owner=worker_name(), on_end=on_end)
+    owner = claimed.lease_owner if claimed is not None else worker_name()
+    journal = DatabaseJournal(run_id=uuid.UUID(str(run_id)), owner=owner, on_end=on_end)
     _executing.add(journal.owner)
     try:
-        run = await journal.claim()
+        run = journal.adopt(claimed) if claimed is not None else await journal.claim()
         if run is None:
             return None
         system = {

@@ -8,6 +8,7 @@ What executes a run is :mod:`~workflows.execution.runner`; who it is handed to,
 import asyncio
 import concurrent.futures
 import time
+from datetime import timedelta
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
@@ -25,9 +26,10 @@ from workflows.selectors import workflow_graph
 from workflows.services import GraphInvalid
 
 from . import live
-from .dispatch import run_dispatch, runs_here
+from .dispatch import run_dispatch, run_here_possible
 from .ending import run_close
 from .run_loop import request_run_loop
+from .runner import worker_name
 
 
 def run_start(
@@ -54,6 +56,17 @@ def run_start(
     if issues:
         raise GraphInvalid(issues, "The workflow's graph is not valid; fix it before running it.")
     cleaned = run_inputs_clean(graph=graph, inputs=inputs)
+    # A run this process executes itself is created leased to it: it needs no claim.
+    here = wait and run_here_possible(graph)
+    if here:
+        now = timezone.now()
+        extra.update(
+            status=RunStatus.RUNNING,
+            lease_owner=worker_name(),
+            lease_expires_at=now + timedelta(seconds=weft_settings.LEASE_TTL_S),
+            dispatch_attempts=1,
+            started_at=now,
+        )
     with transaction.atomic(), run_quota_reserve(workflow=workflow, user=user):
         run = Run.objects.create(
             workflow=workflow,
@@ -66,8 +79,7 @@ def run_start(
             trace_id=trace_id_for_new_run(),
             **extra,
         )
-        here = wait and runs_here(graph)
-        transaction.on_commit(lambda: run_dispatch(run_id=run.pk, here=here), robust=True)
+        transaction.on_commit(lambda: run_dispatch(run_id=run.pk, claimed=run if here else None), robust=True)
     return run
 
 
