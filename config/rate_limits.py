@@ -83,3 +83,15 @@ def _window_count(cache_key: str, *, timeout: int) -> int:
         "Rate-limit key %s was evicted %s times in a row; the hit is not counted.", cache_key, EVICTED_RETRIES
     )
     return 1
+
+
+def flag_raise(*, key: str, seconds: int) -> None:
+    """Raise a flag every process sees for ``seconds`` (an address blocked after too many failures, say)."""
+    cache.set(f"weft:flag:{key}", True, timeout=seconds)
+
+
+def flag_raised(*, key: str) -> bool:
+    """Whether the flag ``key`` is up: with Redis one ``EXISTS`` (a check made on every call)."""
+    if isinstance(caches["default"], RedisCache):
+        return bool(redis_client().exists(caches["default"].make_key(f"weft:flag:{key}")))
+    return bool(cache.get(f"weft:flag:{key}"))

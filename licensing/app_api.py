@@ -12,7 +12,6 @@ import json
 from collections.abc import AsyncIterator
 
 from channels.db import database_sync_to_async
-from django.core.cache import cache
 from django.http import StreamingHttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
@@ -29,7 +28,7 @@ from config.api.responses import RUN_QUOTA_429
 from config.api.throttling import ClientAddressThrottle, throttle_rate_parse
 from config.conf import weft_settings
 from config.errors import Forbidden, NotFound, RateLimited
-from config.rate_limits import rate_limit_hit
+from config.rate_limits import flag_raise, flag_raised, rate_limit_hit
 from workflows.execution import live
 from workflows.execution import services as execution
 from workflows.models import ReleaseChannel, Run, RunTrigger, Workflow
@@ -67,12 +66,12 @@ def _auth_failure_rate() -> tuple[int, int]:
 
 
 def _auth_blocked_key(address: str) -> str:
-    return f"weft:app-auth-blocked:{address}"
+    return f"app-auth-blocked:{address}"
 
 
 def app_auth_blocked_check(*, address: str) -> None:
     """429 for an address that failed too often: it tries no credentials, right or wrong, until the window ends."""
-    if cache.get(_auth_blocked_key(address)):
+    if flag_raised(key=_auth_blocked_key(address)):
         limit, window_s = _auth_failure_rate()
         raise RateLimited(
             f"Too many failed app authentications from this address: {limit} per {window_s} s are allowed.",
@@ -89,7 +88,7 @@ def app_auth_failure_record(*, address: str) -> None:
     limit, window_s = _auth_failure_rate()
     decision = rate_limit_hit(key=f"app-auth-failure:{address}", limit=limit, window_s=window_s)
     if not decision.allowed:
-        cache.set(_auth_blocked_key(address), True, timeout=decision.retry_after)
+        flag_raise(key=_auth_blocked_key(address), seconds=decision.retry_after)
 
 
 def licensed_workflow(*, app: App, workflow_id) -> Workflow:

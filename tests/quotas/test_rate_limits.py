@@ -10,7 +10,7 @@ import uuid
 import pytest
 from django.conf import settings as django_settings
 
-from config.rate_limits import rate_limit_hit
+from config.rate_limits import flag_raise, flag_raised, rate_limit_hit
 from tests.fakes.caches import CullingCache, EvictOnce, cache_use
 
 START = 1_800_000_000.0  # a whole minute (and second) of wall time
@@ -83,7 +83,7 @@ def test_threads_share_one_count():
 HITS_IN_A_PROCESS = """
 import django, sys
 django.setup()
-from config.rate_limits import rate_limit_hit
+from config.rate_limits import flag_raise, flag_raised, rate_limit_hit
 print(sum(rate_limit_hit(key=sys.argv[1], limit=int(sys.argv[2]), window_s=3600).allowed for _ in range(10)))
 """
 
@@ -108,3 +108,18 @@ def test_processes_share_one_count_through_redis():
     allowed = [int(process.communicate(timeout=60)[0].split()[-1]) for process in processes]
 
     assert sum(allowed) == 15
+
+
+@pytest.mark.parametrize("local", [False, True], ids=["the configured cache", "local memory"])
+def test_a_raised_flag_is_seen_until_it_lapses(settings, local):
+    if local:
+        cache_use(settings, CullingCache)
+    key = f"flag-{uuid.uuid4()}"
+    assert not flag_raised(key=key)
+
+    flag_raise(key=key, seconds=1)
+
+    assert flag_raised(key=key)
+    assert not flag_raised(key=f"{key}-other")
+    time.sleep(1.2)
+    assert not flag_raised(key=key)
