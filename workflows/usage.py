@@ -29,7 +29,7 @@ from agents.models import Agent, LLMProvider
 from config.conf import weft_settings
 from config.errors import Conflict, NotFound
 from history.models import UsageMetric
-from workflows.engine import TemplateRenderError, render_text
+from workflows.engine import TemplateRenderError, get_node_type, render_text
 from workflows.models import RUN_FINAL_STATUSES, Run, Task, TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -65,10 +65,12 @@ def usage_record_ended(*, run_id: uuid.UUID | str, graph: dict) -> None:
 
 
 def _uses_models(graph: dict) -> bool:
-    """Whether ``graph`` (or a sub-graph of one of its nodes) has a node that calls a model."""
-    for node in graph.get("nodes", []):
-        subgraph = (node.get("config") or {}).get("graph")
-        if node.get("type") in MODEL_NODE_TYPES or (isinstance(subgraph, dict) and _uses_models(subgraph)):
+    """Whether ``graph`` (or a sub-graph one of its nodes runs) has a node that calls a model."""
+    for node in graph["nodes"]:
+        if node["type"] in MODEL_NODE_TYPES:
+            return True
+        subgraphs = get_node_type(node["type"]).subgraphs(node.get("config") or {})
+        if any(_uses_models(subgraph) for _, subgraph, _ in subgraphs):
             return True
     return False
 

@@ -534,9 +534,6 @@ class DatabaseJournal:
                 )
         self._tasks.update(known)
 
-    def _close_connection(self) -> None:
-        connection.close()
-
     def _task_writes(self, batch: list[_Entry]) -> list[tuple[tuple[str, str], uuid.UUID | None, _TaskWrite, list]]:
         """What the batch does to each task row it touches, as the changes one by one would have left it:
         (key, the row's id or None if it is new, the merged write, the row's events afterwards)."""
@@ -744,7 +741,7 @@ class DatabaseJournal:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._publisher
         try:
-            await self._call(self._close_connection)
+            await self._call(_close_connection)
         except BaseException:
             self._thread.shutdown(wait=False)
             raise
@@ -837,3 +834,7 @@ def _event_row(run_id, entry: _Entry) -> RunEvent:
     return RunEvent(
         run_id=run_id, seq=entry.seq, type=entry.event_type, node_id=entry.node_id, data=entry.data, at=entry.at
     )
+
+
+def _close_connection() -> None:
+    connection.close()

@@ -44,7 +44,7 @@ def flow_latest_released(*, workflow_id, channel: int, version_range: str | None
     spec = parse_range(version_range)
     for flow_id, version in released.values_list("id", "version").iterator(chunk_size=200):
         if spec.match(semantic_version.Version(version)):
-            return WorkflowVersion.objects.get(pk=flow_id)
+            return released.get(pk=flow_id)
     return None
 
 
