@@ -89,7 +89,8 @@ def run_quota_reserve(*, workflow: Workflow, user) -> Iterator[None]:
     Use it in the atomic block that creates the run, around the creation. The checks come after
     the block, so that the lock they take on the user's row is held only from then until the
     caller commits: starts of one user wait for each other that long, not for a whole start. The
-    run created in the block is pending, so it is among the runs in flight counted then. Raises
+    run created in the block is pending (or running, when the web process executes it itself), so
+    it is among the runs in flight counted then. Raises
     QuotaExceeded, naming the quota, when there is no place (the caller's atomic block rolls the
     run back). It costs two round trips, one to the database and one to Redis (embedded mode: both
     to the database).

@@ -13,6 +13,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from config.errors import QuotaExceeded
+from config.redis_connection import redis_client
 from tests.factories import WorkflowFactory
 from workflows.quotas import run_quota_reserve
 
@@ -21,21 +22,25 @@ pytestmark = pytest.mark.usefixtures("undispatched")
 
 @contextlib.contextmanager
 def redis_commands_received() -> Iterator[list[str]]:
-    """The names of the commands the Redis server receives on the tests' database during the block.
+    """The names of the commands the Redis server receives from this process's shared client during the block.
 
     Watched with MONITOR on a connection of its own; the commands a script runs are not round trips
     and are left out. A marker sent after the block says that every command before it has been seen.
+    Only the shared client's connection counts (its address, asked of the server before the block;
+    a single thread gets the same pooled connection back): the tests of other processes use the
+    same Redis database at the same time.
     """
     watcher, sender = (redis.Redis.from_url(settings.REDIS_URL, socket_timeout=10) for _ in range(2))
     sender.ping()  # its connection is open before the watch starts
-    database = watcher.connection_pool.connection_kwargs.get("db", 0)
+    ours = redis_client().client_info()["addr"]
     marker = f"end-of-block-{uuid.uuid4()}"
     received: list[str] = []
     with watcher.monitor() as monitor:
         yield received
         sender.echo(marker)
         while (command := monitor.next_command())["command"] != f"ECHO {marker}":
-            if command["db"] == database and command.get("client_type") != "lua":
+            client = f"{command.get('client_address')}:{command.get('client_port')}"
+            if client == ours and command.get("client_type") != "lua":
                 received.append(command["command"].split(" ", 1)[0])
     watcher.close()
     sender.close()
