@@ -4,12 +4,13 @@ from datetime import timedelta
 
 import pytest
 from axes.models import AccessAttempt
-from django.core.cache import cache
+from django.core.cache.backends.locmem import LocMemCache
 from django.test import Client
 from django.utils import timezone
 
 from history.models import AuditLog
 from tests.factories import UserFactory
+from tests.fakes.caches import cache_use
 
 pytestmark = pytest.mark.django_db
 
@@ -20,7 +21,9 @@ TOKEN = "/api/v1/auth/token/"
 @pytest.fixture(autouse=True)
 def lockout(settings):
     settings.AXES_FAILURE_LIMIT = 3
-    cache.clear()  # the audit's once-per-cool-off keys
+    # The audit's once-per-cool-off keys in a cache of this test's own: clearing the shared Redis
+    # database would also wipe what the tests of other xdist workers hold there at that moment.
+    cache_use(settings, LocMemCache)
 
 
 def form_sign_in(path: str, username: str, password: str, address: str = "203.0.113.1"):
