@@ -250,6 +250,7 @@ async def test_the_worker_idle_longest_is_handed_out_first():
         pool.close()
 
 
+@pytest.mark.usefixtures("fresh_pool")  # the shared pool starts no worker while this one is watched
 async def test_cancelling_a_call_kills_its_worker_and_the_code():
     pool = SandboxPool(max_workers=1, min_idle=0, require_isolation=True)
     before = descendants(os.getpid())
