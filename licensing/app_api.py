@@ -33,7 +33,7 @@ from workflows.execution import live
 from workflows.execution import services as execution
 from workflows.models import ReleaseChannel, Run, RunTrigger, Workflow
 from workflows.releases.selectors import flow_latest_released
-from workflows.serializers import RunSerializer
+from workflows.serializers import RunSerializer, finished_run_data
 
 from .app_serializers import (
     AppChatHistoryQuerySerializer,
@@ -257,7 +257,7 @@ class AppWorkflowRunApi(AppApiView):
         if data["wait"]:
             finished = execution.run_wait_finished(run=run)
             if finished is not None:
-                return Response(RunSerializer(finished).data, status=status.HTTP_200_OK)
+                return Response(finished_run_data(finished), status=status.HTTP_200_OK)
             run.refresh_from_db(fields=["status"])  # still running: say so
         body = {
             "id": run.pk,

@@ -6,6 +6,7 @@ from config.api.serializers import StrictModelSerializer, StrictSerializer
 from config.errors import InvalidInput
 
 from . import services
+from .execution.services import FinishedRun
 from .models import Run, ScheduledWorkflow, Task, Workflow, WorkflowMember, WorkflowMemberRole, WorkflowVersion
 from .permissions import CAN_RUN
 from .schedules import services as schedule_services
@@ -152,6 +153,46 @@ class RunSerializer(StrictModelSerializer):
             "finished_at",
         ]
         read_only_fields = fields
+
+
+_TIME = serializers.DateTimeField(read_only=True)
+
+
+def finished_run_data(finished: FinishedRun) -> dict:
+    """What ``RunSerializer`` shows of a finished run. A run answered from its journal's record (``tasks``)
+    is rendered field by field, without a serializer instance per task: the same data
+    (tests/engine/test_runs_here.py compares the two), for a fraction of the time."""
+    run, tasks = finished.run, finished.tasks
+    if tasks is None:
+        return RunSerializer(run).data
+    time = _TIME.to_representation
+    return {
+        "id": str(run.pk),
+        "workflow": str(run.workflow_id),
+        "status": str(run.status),
+        "trigger": str(run.trigger),
+        "inputs": run.inputs,
+        "outputs": run.outputs,
+        "error": run.error,
+        "version": run.version,
+        "tasks": [
+            {
+                "node_id": task["node_id"],
+                "node_type": task["node_type"],
+                "scope": task["scope"],
+                "status": str(task["status"]),
+                "attempt": task["attempt"],
+                "output": task["output"],
+                "error": task["error"],
+                "started_at": time(task["started_at"]),
+                "finished_at": time(task["finished_at"]),
+            }
+            for task in tasks
+        ],
+        "created_at": time(run.created_at),
+        "started_at": time(run.started_at),
+        "finished_at": time(run.finished_at),
+    }
 
 
 # --- Schedules ---------------------------------------------------------------------------------

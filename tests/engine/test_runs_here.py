@@ -4,14 +4,19 @@ a node that leaves the process (sandbox, network, model) goes to a worker, and s
 WEFT_ENGINE_RUNS_HERE_MAX. No Celery worker runs in these tests: a run sent to one stays pending.
 """
 
+import json
 import time
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.renderers import JSONRenderer
 
 from history.models import UsageMetric
-from tests.engine.conftest import chain, end, node, start
+from tests.engine.conftest import chain, edge, end, node, start
 from workflows.execution.dispatch import runs_here
 from workflows.models import Run, RunEvent
+from workflows.serializers import RunSerializer
 from workflows.services import workflow_create
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
@@ -106,3 +111,90 @@ def test_a_run_not_waited_for_goes_to_a_worker(user_client, user):
 )
 def test_which_graphs_may_run_in_the_web_process(graph, here):
     assert runs_here(graph) is here
+
+
+TRIP = {
+    "nodes": [
+        start("city", temperature="number"),
+        node("summary", "template", {"template": "{{ start.city }}: {{ start.temperature }} degrees."}),
+        node(
+            "check",
+            "condition",
+            {
+                "cases": [
+                    {
+                        "id": "warm",
+                        "conditions": [{"variable": "{{ start.temperature }}", "operator": "ge", "value": 20}],
+                    }
+                ]
+            },
+        ),
+        node("warm", "template", {"template": "Pack light for {{ start.city }}."}),
+        node("cold", "template", {"template": "Bring a coat to {{ start.city }}."}),
+        node("advice", "aggregator", {"variables": ["{{ warm.text }}", "{{ cold.text }}"], "mode": "first"}),
+        end(summary="{{ summary.text }}", advice="{{ advice.output }}"),
+    ],
+    "edges": [
+        edge("start", "summary"),
+        edge("start", "check"),
+        edge("check", "warm", "warm"),
+        edge("check", "cold", "else"),
+        edge("warm", "advice"),
+        edge("cold", "advice"),
+        edge("summary", "end"),
+        edge("advice", "end"),
+    ],
+}
+FAILING = chain(
+    start(n="number"),
+    node("ratio", "template", {"template": "{{ 10 / start.n }}"}),
+    node("shout", "template", {"template": "{{ ratio.text | upper }}"}),
+    end(text="{{ shout.text }}"),
+)
+TOLERANT = chain(
+    start(n="number"),
+    node("ratio", "template", {"template": "{{ 10 / start.n }}"}, on_failure="continue"),
+    end(text="done"),
+)
+
+
+def stored_answer(run_id) -> dict:
+    """The run as the API shows it, read from the database."""
+    run = Run.objects.prefetch_related("tasks").get(pk=run_id)
+    return json.loads(JSONRenderer().render(RunSerializer(run).data))
+
+
+@pytest.mark.parametrize(
+    ("graph", "inputs", "status"),
+    [
+        (GREETING, {"city": "Oslo"}, "succeeded"),
+        (TRIP, {"city": "Lisbon", "temperature": 25}, "succeeded"),
+        (TRIP, {"city": "Oslo", "temperature": -3}, "succeeded"),
+        (FAILING, {"n": 0}, "failed"),
+        (TOLERANT, {"n": 0}, "succeeded"),
+    ],
+    ids=["chain", "warm-branch", "cold-branch", "failed", "failure-continued"],
+)
+def test_the_answer_of_a_run_executed_here_is_what_was_stored_without_reading_it_back(
+    user_client, user, graph, inputs, status
+):
+    workflow = workflow_create(owner=user, name="Compared", graph=graph)
+
+    with CaptureQueriesContext(connection) as queries:
+        response = start_waiting(user_client, workflow, inputs)
+
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["status"] == status
+    # Answered from the journal's record: the request read neither the run nor its tasks back.
+    assert not [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].lstrip().upper().startswith("SELECT") and '"tasks"' in q["sql"]
+    ]
+    stored = stored_answer(body["id"])
+    by_node = lambda tasks: sorted(tasks, key=lambda task: (task["scope"], task["node_id"]))  # noqa: E731
+    assert {**body, "tasks": by_node(body["tasks"])} == {**stored, "tasks": by_node(stored["tasks"])}
+    # In the order the nodes started (a skipped node never did).
+    started = [task["started_at"] for task in body["tasks"] if task["started_at"] is not None]
+    assert started == sorted(started)

@@ -12,7 +12,7 @@ from config.errors import Forbidden, NotFound
 from workflows.engine import validate_graph
 from workflows.permissions import CAN_RUN, CAN_VIEW
 from workflows.selectors import runs_for_user, workflow_get_for_user, workflow_graph
-from workflows.serializers import RunSerializer
+from workflows.serializers import RunSerializer, finished_run_data
 from workflows.services import GraphInvalid
 
 from . import services
@@ -66,7 +66,7 @@ class WorkflowRunStartApi(_JsonApi):
         if wait:
             finished = services.run_wait_finished(run=run, runs=runs_for_user(user=request.user))
             if finished is not None:
-                return Response(RunSerializer(finished).data, status=status.HTTP_200_OK)
+                return Response(finished_run_data(finished), status=status.HTTP_200_OK)
             run.refresh_from_db(fields=["status"])  # still running: say so
         return Response(RunStartedSerializer(_run_links(request, run)).data, status=status.HTTP_202_ACCEPTED)
 

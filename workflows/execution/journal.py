@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import threading
 import time
@@ -46,6 +47,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import DataError, IntegrityError, close_old_connections, connection, transaction
 from django.db.models import F, Q
@@ -259,6 +261,36 @@ class _Entry:
     unstored: str = ""
 
 
+@dataclass(frozen=True)
+class RunEnd:
+    """A run's end as its journal committed it (``on_end`` receives it).
+
+    ``tasks``: every task row of the run as stored, in the order they were created (each a dict of
+    the ``Task`` fields ``node_id``, ``node_type``, ``scope``, ``status``, ``attempt``, ``output``,
+    ``error``, ``started_at``, ``finished_at``), when this journal wrote them all (the run had none
+    when it took it); else None. The outputs are what was stored, read back from the JSON text sent.
+    """
+
+    status: str
+    outputs: Any
+    error: str
+    finished_at: datetime
+    tasks: list[dict] | None
+
+
+@dataclass
+class _Statement:
+    """A batch's SQL and parameters; the task rows it writes (``known``: ids and events) and their
+    state afterwards (``rows``, for ``DatabaseJournal._rows``; None if unknown); the run's outputs
+    as the final batch stores them (JSON text)."""
+
+    sql: str
+    params: list
+    known: dict
+    rows: dict | None
+    outputs: str | None = None
+
+
 @dataclass
 class _TaskWrite:
     """What one batch does to one task row: the last change's fields, merged over the batch."""
@@ -278,12 +310,12 @@ class DatabaseJournal:
         run_id: uuid.UUID,
         owner: str,
         crash_at: CrashPoint | None = None,
-        on_end: Callable[[str], None] | None = None,
+        on_end: Callable[[RunEnd], None] | None = None,
     ):
         self.run_id = run_id
         self.owner = owner
         self.crash_at = crash_at
-        #: Called on the run loop with the final status once the run's end is committed.
+        #: Called on the run loop with the run's end once it is committed.
         self.on_end = on_end
         self.workflow_id = None
         self.seq = 0
@@ -300,6 +332,10 @@ class DatabaseJournal:
         self._publisher: asyncio.Task | None = None
         self._renewed = 0.0
         self._no_tasks = False
+        #: The run's task rows as stored (output as JSON text), kept while this journal wrote every
+        #: one (on PostgreSQL); None once it cannot know them all.
+        self._rows: dict[tuple[str, str], dict] | None = None
+        self._end: RunEnd | None = None
 
     async def _call(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
@@ -326,6 +362,7 @@ class DatabaseJournal:
         self.workflow_id = run.workflow_id
         self.seq = self.committed = run.last_seq
         self._no_tasks = no_tasks
+        self._rows = {} if no_tasks else None
         self._renewed = time.monotonic()
         self._queued, self._urgent = asyncio.Event(), asyncio.Event()
         self._outbox = asyncio.Queue()
@@ -438,7 +475,7 @@ class DatabaseJournal:
                 return
             self.committed = batch[-1].seq
             if batch[-1].final is not None and self.on_end is not None:
-                self.on_end(batch[-1].final["status"])
+                self.on_end(self._end)
             # The waiters first: the executor goes on before the publisher encodes the batch.
             still = []
             for seq, waiter in self._waiters:
@@ -520,6 +557,7 @@ class DatabaseJournal:
                 "lease_owner": "",
                 "lease_expires_at": None,
             }
+        self._rows = None  # not mirrored here: a waiting request reads them back
         with transaction.atomic():
             moved = Run.objects.filter(pk=self.run_id, lease_owner=self.owner, last_seq=batch[0].seq - 1).update(
                 last_seq=batch[-1].seq, **end
@@ -533,6 +571,8 @@ class DatabaseJournal:
                     status=TaskStatus.CANCELLED, finished_at=at
                 )
         self._tasks.update(known)
+        if final is not None:
+            self._end = RunEnd(final["status"], final["outputs"], final["error"], at, None)
 
     def _task_writes(self, batch: list[_Entry]) -> list[tuple[tuple[str, str], uuid.UUID | None, _TaskWrite, list]]:
         """What the batch does to each task row it touches, as the changes one by one would have left it:
@@ -606,17 +646,38 @@ class DatabaseJournal:
         if statement is None:  # something in the batch must be cleaned first
             _clean(batch)
             statement = self._statement(batch, encode=json_text)
-        sql, params, known = statement
         with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(statement.sql, statement.params)
             moved = cursor.fetchone()[0]
         if not moved:
             raise LeaseLost(f"Run {self.run_id} is no longer held by {self.owner}.")
-        self._tasks.update(known)
+        self._tasks.update(statement.known)
+        if self._rows is not None:
+            if statement.rows is None:
+                self._rows = None
+            else:
+                self._rows.update(statement.rows)
+        final = batch[-1].final
+        if final is not None:
+            self._end = self._run_end(final, at=batch[-1].at, outputs=statement.outputs)
 
-    def _statement(self, batch: list[_Entry], *, encode) -> tuple[str, list, dict] | None:
-        """The batch's SQL, its parameters and the task rows it writes; None if ``encode`` (which
-        gives JSON text, or None for a value that must be cleaned first) refused a value."""
+    def _run_end(self, final: dict, *, at: datetime, outputs: str | None) -> RunEnd:
+        """The run's end as the final batch stored it; the rows the batch did not write and left open
+        were cancelled by it."""
+        tasks = None
+        if self._rows is not None:
+            tasks = []
+            for row in self._rows.values():
+                if row["status"] in OPEN_TASK_STATUSES:
+                    row = {**row, "status": TaskStatus.CANCELLED, "finished_at": at}
+                output = row["output"]
+                tasks.append({**row, "output": None if output is None else json.loads(output)})
+        stored = None if outputs is None else json.loads(outputs)
+        return RunEnd(final["status"], stored, final["error"], at, tasks)
+
+    def _statement(self, batch: list[_Entry], *, encode) -> _Statement | None:
+        """The batch's statement; None if ``encode`` (which gives JSON text, or None for a value that
+        must be cleaned first) refused a value."""
         final = batch[-1].final
         at = batch[-1].at
         events = [
@@ -624,6 +685,7 @@ class DatabaseJournal:
             for e in batch
         ]
         created, changed, known = [], [], {}
+        rows: dict | None = None if self._rows is None else {}
         for key, pk, write, task_events in self._task_writes(batch):
             fields = write.fields
             touch_finished = "finished_at" in fields
@@ -646,6 +708,27 @@ class DatabaseJournal:
                 "started_at": write.first_start.isoformat() if write.first_start else None,
                 "finished_at": finished_at.isoformat() if finished_at else None,
             }
+            if rows is not None:
+                before = self._rows.get(key)
+                if before is None and pk is not None:
+                    rows = None  # a row this journal did not write
+                else:
+                    before = before or {
+                        "node_id": write.change.node_id,
+                        "node_type": write.change.node_type,
+                        "scope": write.change.scope,
+                        "started_at": None,
+                        "finished_at": None,
+                    }
+                    rows[key] = {
+                        **before,
+                        "status": status,
+                        "attempt": fields["attempt"],
+                        "output": output,
+                        "error": fields["error"],
+                        "started_at": before["started_at"] or write.first_start,
+                        "finished_at": finished_at if touch_finished else before["finished_at"],
+                    }
             if pk is None:
                 pk = uuid.uuid4()
                 change = write.change
@@ -663,19 +746,21 @@ class DatabaseJournal:
                 changed.append({**row, "id": str(pk), "touch_finished": touch_finished})
             known[key] = (pk, task_events)
         guard = [self.run_id, self.owner, batch[0].seq - 1]
-        rows = [encode(events), encode(created), encode(changed)]
-        if None in rows:
+        encoded = [encode(events), encode(created), encode(changed)]
+        if None in encoded:
             return None
         if final is None:
             deferred = not weft_settings.JOURNAL_SYNCHRONOUS_COMMIT
-            return _batch_sql(final=False, deferred=deferred), [batch[-1].seq, *guard, *rows], known
+            params = [batch[-1].seq, *guard, *encoded]
+            return _Statement(_batch_sql(final=False, deferred=deferred), params, known, rows)
         outputs = None if final["outputs"] is None else encode(final["outputs"])
         if (final["outputs"] is not None and outputs is None) or encode(final["error"]) is None:
             return None
         end = [final["status"], outputs, final["error"], at, at]
         written = [row["id"] for row in changed]
         closed = [TaskStatus.CANCELLED, at, list(OPEN_TASK_STATUSES), written]
-        return _batch_sql(final=True), [batch[-1].seq, *end, *guard, *rows, *closed], known
+        params = [batch[-1].seq, *end, *guard, *encoded, *closed]
+        return _Statement(_batch_sql(final=True), params, known, rows, outputs)
 
     async def heartbeat(self) -> str:
         renew = time.monotonic() - self._renewed >= weft_settings.HEARTBEAT_S

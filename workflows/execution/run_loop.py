@@ -80,7 +80,7 @@ class RunLoop:
             return len(self._in_flight)
 
     def end_of(self, run_id) -> concurrent.futures.Future | None:
-        """If run ``run_id`` executes here: a future of its final status, done once its end is committed
+        """If run ``run_id`` executes here: a future of its end (a ``RunEnd``), done once its end is committed
         (before its metering); or of what its execution returned (None, "lost") if it ended otherwise."""
         run_id = str(run_id)
         with self._lock:

@@ -8,6 +8,7 @@ What executes a run is :mod:`~workflows.execution.runner`; who it is handed to,
 import asyncio
 import concurrent.futures
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 from asgiref.sync import async_to_sync
@@ -28,6 +29,7 @@ from workflows.services import GraphInvalid
 from . import live
 from .dispatch import run_dispatch, run_here_possible
 from .ending import run_close
+from .journal import RunEnd
 from .run_loop import request_run_loop
 from .runner import worker_name
 
@@ -125,20 +127,38 @@ def run_wait(*, run: Run, timeout: float | None = None) -> Run:
     return run
 
 
-def run_wait_finished(*, run: Run, timeout: float | None = None, runs: QuerySet | None = None) -> Run | None:
-    """Wait (at most ``timeout`` seconds) until ``run`` has finished: then the run with its tasks (read
-    from ``runs``, a queryset of those the caller may see), else None."""
-    _run_end_wait(run_id=run.pk, timeout=timeout)
+@dataclass(frozen=True)
+class FinishedRun:
+    """A run that has finished, as a request that waited for it answers it: ``tasks`` are its task rows as
+    its journal in this process stored them (see ``RunEnd``), or None when ``run`` was read back with
+    its ``tasks`` prefetched."""
+
+    run: Run
+    tasks: list[dict] | None = None
+
+
+def run_wait_finished(*, run: Run, timeout: float | None = None, runs: QuerySet | None = None) -> FinishedRun | None:
+    """Wait (at most ``timeout`` seconds) until ``run`` has finished: then the run with its tasks, else None.
+
+    A run this process executed (a run it created, so its journal wrote every row) is answered from
+    what its journal stored, with no read; another is read back from ``runs`` (a queryset of those
+    the caller may see).
+    """
+    end = _run_end_wait(run_id=run.pk, timeout=timeout)
+    if end is not None and end.tasks is not None:
+        run.status, run.outputs, run.error, run.finished_at = end.status, end.outputs, end.error, end.finished_at
+        return FinishedRun(run=run, tasks=end.tasks)
     runs = Run.objects.all() if runs is None else runs
     # What the answer shows, not the frozen graph nor each task's events; get() compiles no ordering.
     tasks = Prefetch("tasks", queryset=Task.objects.defer("events", "description", "input_data"))
     try:
-        return runs.defer("graph").prefetch_related(tasks).get(pk=run.pk, status__in=RUN_FINAL_STATUSES)
+        return FinishedRun(runs.defer("graph").prefetch_related(tasks).get(pk=run.pk, status__in=RUN_FINAL_STATUSES))
     except Run.DoesNotExist:
         return None
 
 
-def _run_end_wait(*, run_id, timeout: float | None) -> None:
+def _run_end_wait(*, run_id, timeout: float | None) -> RunEnd | None:
+    """Wait until the run has ended or ``timeout`` passed; its end if its journal is in this process."""
     timeout = weft_settings.WAIT_TIMEOUT_S if timeout is None else timeout
     if connection.settings_dict["OPTIONS"].get("pool") and not connection.in_atomic_block:
         # Back to the pool while waiting: the run's journal (in this process, perhaps) needs one.
@@ -147,11 +167,16 @@ def _run_end_wait(*, run_id, timeout: float | None) -> None:
     if ended is not None:  # executing in this process: woken when its end is committed
         started = time.monotonic()
         concurrent.futures.wait([ended], timeout=timeout)
-        if ended.done() and ended.result() in RUN_FINAL_STATUSES:
-            return
+        if ended.done():
+            end = ended.result()
+            if isinstance(end, RunEnd):
+                return end
+            if end in RUN_FINAL_STATUSES:
+                return None
         timeout -= time.monotonic() - started
     if timeout > 0:  # executing elsewhere (or handed back meanwhile): its final event says when it ends
         async_to_sync(run_end_awaited)(run_id=run_id, timeout=timeout)
+    return None
 
 
 #: How often a wait reads the run's status, at most (it starts at 20 ms and doubles up to this).
