@@ -66,7 +66,7 @@ def rate_limit_hit(*, key: str, limit: int, window_s: int = 60) -> RateDecision:
 
 def _window_count(cache_key: str, *, timeout: int) -> int:
     """Add one to the window's count and return it, creating the key again if it was evicted."""
-    redis_cache = _redis_cache()
+    redis_cache = redis_cache_or_none()
     if redis_cache is not None:
         pipeline = redis_client().pipeline(transaction=False)
         key = redis_cache.make_key(cache_key)
@@ -93,13 +93,13 @@ def flag_raise(*, key: str, seconds: int) -> None:
 
 def flag_raised(*, key: str) -> bool:
     """Whether the flag ``key`` is up: with Redis one ``EXISTS`` (a check made on every call)."""
-    redis_cache = _redis_cache()
+    redis_cache = redis_cache_or_none()
     if redis_cache is not None:
         return bool(redis_client().exists(redis_cache.make_key(f"weft:flag:{key}")))
     return bool(cache.get(f"weft:flag:{key}"))
 
 
-def _redis_cache() -> RedisCache | None:
+def redis_cache_or_none() -> RedisCache | None:
     """Django's cache when it is Redis: its keys are then read and written with one Redis command."""
     default = caches["default"]
     return default if isinstance(default, RedisCache) else None

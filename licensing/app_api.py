@@ -35,6 +35,7 @@ from workflows.models import ReleaseChannel, Run, RunTrigger, Workflow
 from workflows.releases.selectors import flow_latest_released
 from workflows.serializers import RunSerializer, finished_run_data
 
+from .access import Access, access_now
 from .app_serializers import (
     AppChatHistoryQuerySerializer,
     AppChatRoundSerializer,
@@ -91,11 +92,15 @@ def app_auth_failure_record(*, address: str) -> None:
         flag_raise(key=_auth_blocked_key(address), seconds=decision.retry_after)
 
 
-def licensed_workflow(*, app: App, workflow_id) -> Workflow:
-    """The workflow ``app`` may call, with its license, in one query: read on every call, never cached,
-    so that switching a license off takes effect at once. 404 for no such workflow, 403 for no license."""
+def licensed_workflow(*, app: App, workflow_id, access: Access | None = None) -> Workflow:
+    """The workflow ``app`` may call, with its license, in one query (none if ``access`` kept them: it
+    drops them the moment a license changes, so switching one off takes effect at once). 404 for no
+    such workflow, 403 for no license."""
     try:  # one license per (app, workflow): get() compiles no ordering
-        license_ = License.objects.select_related("group").get(app=app, group_id=workflow_id)
+        if access is not None:
+            license_ = access.license(app_id=app.pk, workflow_id=workflow_id)
+        else:
+            license_ = License.objects.select_related("group").get(app=app, group_id=workflow_id)
     except License.DoesNotExist:
         if not Workflow.objects.filter(pk=workflow_id).exists():
             raise NotFound("No such workflow.") from None
@@ -185,6 +190,7 @@ class AppApiView(APIView):
         # DRF throttles after authentication, so failures are counted here, per client address.
         address = request.META.get("REMOTE_ADDR") or "unknown"
         app_auth_blocked_check(address=address)
+        request.weft_access = access_now()
         try:
             super().perform_authentication(request)
         except exceptions.AuthenticationFailed:
@@ -228,13 +234,16 @@ class AppWorkflowRunApi(AppApiView):
     def post(self, request, id):
         """Run the latest released version (or the `version` asked for) of a workflow this app is licensed for."""
         app: App = request.auth
-        workflow = licensed_workflow(app=app, workflow_id=id)
+        workflow = licensed_workflow(app=app, workflow_id=id, access=request.weft_access)
         serializer = AppRunStartSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        flow = flow_latest_released(
-            workflow_id=workflow.pk, channel=ReleaseChannel.API, version_range=data.get("version")
-        )
+        if data.get("version"):
+            flow = flow_latest_released(
+                workflow_id=workflow.pk, channel=ReleaseChannel.API, version_range=data["version"]
+            )
+        else:
+            flow = request.weft_access.latest_release(workflow_id=workflow.pk)
         if flow is None:
             raise NotFound("No released version matches.", field="version" if data.get("version") else None)
         run = execution.run_start(

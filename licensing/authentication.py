@@ -71,8 +71,12 @@ def _refuse(message: str) -> exceptions.AuthenticationFailed:
     return exceptions.AuthenticationFailed(message, code="bad_credentials")
 
 
-def _app_for_key(api_key: str) -> App:
+def _app_for_key(request, api_key: str) -> App:
+    """The app with this key: from the call's ``weft_access`` (``licensing.access``) if it has one."""
+    access = getattr(request, "weft_access", None)
     try:
+        if access is not None:
+            return access.app(api_key)
         return App.objects.get(api_key=api_key)  # unique: no ordering to compile, as first() would
     except App.DoesNotExist:
         raise _refuse("Unknown app key or wrong secret.") from None
@@ -92,7 +96,7 @@ class AppCredentialsAuthentication(BaseAuthentication):
         header = request.META.get("HTTP_AUTHORIZATION", "")
         scheme, _, params = header.partition(" ")
         if scheme.lower() == "bearer":
-            return self._bearer(params.strip())
+            return self._bearer(request, params.strip())
         if scheme.upper() == HMAC_SCHEME:
             return self._hmac(request, params)
         return None
@@ -100,11 +104,11 @@ class AppCredentialsAuthentication(BaseAuthentication):
     def authenticate_header(self, request):
         return f'Bearer realm="apps", {HMAC_SCHEME}'
 
-    def _bearer(self, credentials: str):
+    def _bearer(self, request, credentials: str):
         api_key, sep, secret = credentials.partition(":")
         if not sep or not api_key or not secret or len(api_key) > 50 or len(secret) > 256:
             raise _refuse("Use Authorization: Bearer <api_key>:<api_secret>.")
-        app = _app_for_key(api_key)
+        app = _app_for_key(request, api_key)
         if not hmac.compare_digest(app.api_secret.encode(), secret.encode()):
             raise _refuse("Unknown app key or wrong secret.")
         return AppPrincipal(app), _enabled(app)
@@ -124,7 +128,7 @@ class AppCredentialsAuthentication(BaseAuthentication):
             raise _refuse("The signature's date is outside the 5-minute window.")
         if not _NONCE.match(nonce):
             raise _refuse("Send X-Weft-Nonce: 8 to 64 letters, digits or ._~- characters.")
-        app = _app_for_key(api_key)
+        app = _app_for_key(request, api_key)
         expected = sign(
             secret=app.api_secret,
             method=request.method,

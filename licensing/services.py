@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from config.errors import Conflict, InvalidInput, NotFound
+from config.generations import ACCESS, generation_move
 from history.services import audit_log_record
 from workflows.models import Workflow
 
@@ -140,6 +141,7 @@ def app_update(
         try:
             with transaction.atomic():
                 App.objects.filter(pk=app.pk).update(**changes, update_by=actor, update_at=timezone.now())
+                generation_move(ACCESS)
         except IntegrityError:
             raise _alias_id_conflict(alias_id) from None
         if access:
@@ -203,6 +205,7 @@ def app_set_status(*, app: App, status: str, actor) -> App:
         App.objects.filter(pk=locked.pk, status=previous).update(
             status=status, update_by=actor, update_at=timezone.now()
         )
+        generation_move(ACCESS)
         audit_log_record(
             actor=actor,
             action=f"app.{_STATUS_VERBS[status]}",
@@ -260,6 +263,7 @@ def license_set_status(*, license: License, status: str, actor) -> License:
     previous = locked.status
     if previous != status:
         License.objects.filter(pk=locked.pk, status=previous).update(status=status, update_at=timezone.now())
+        generation_move(ACCESS)
         audit_log_record(
             actor=actor,
             action=f"license.{_STATUS_VERBS[status]}",

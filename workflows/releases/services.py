@@ -4,6 +4,7 @@ from django.db import IntegrityError, transaction
 
 from agents.tools_runtime import workflow_tools_issues
 from config.errors import Conflict, InvalidInput
+from config.generations import ACCESS, generation_move
 from history.services import audit_log_record
 from workflows.engine import validate_graph
 from workflows.models import ReleaseChannel, Workflow, WorkflowVersion
@@ -91,6 +92,7 @@ def workflow_publish(
             raise Conflict(f"Version {parsed} already exists.", field="version", code="version_exists") from None
         if workflow.status != Workflow.Status.PUBLISHED:
             Workflow.objects.filter(pk=workflow.pk).update(status=Workflow.Status.PUBLISHED)
+            generation_move(ACCESS)
         # Licensed apps may call this version from now on.
         audit_log_record(
             actor=user,
@@ -121,6 +123,7 @@ def _flow_channels_set(*, flow: WorkflowVersion, user, action: str, new) -> Work
         current = WorkflowVersion.objects.select_for_update().values_list("release_status", flat=True).get(pk=flow.pk)
         updated = new(current)
         WorkflowVersion.objects.filter(pk=flow.pk).update(release_status=updated, update_by=user)
+        generation_move(ACCESS)
         if updated != current:
             audit_log_record(
                 actor=user,
