@@ -255,7 +255,7 @@ class AppWorkflowRunApi(AppApiView):
             app=app,
             chat_id=data["chat_id"],
             uid=data["uid"],
-            wait=data["wait"] and not isinstance(request.accepted_renderer, EventStreamRenderer),
+            in_request=True,
         )
         if isinstance(request.accepted_renderer, EventStreamRenderer):
             return StreamingHttpResponse(

@@ -61,7 +61,7 @@ class WorkflowRunStartApi(_JsonApi):
         serializer.is_valid(raise_exception=True)
         wait = serializer.validated_data["wait"]
         run = services.run_start(
-            workflow=workflow, user=request.user, inputs=serializer.validated_data["inputs"], wait=wait
+            workflow=workflow, user=request.user, inputs=serializer.validated_data["inputs"], in_request=True
         )
         if wait:
             finished = services.run_wait_finished(run=run, runs=runs_for_user(user=request.user))

@@ -1,5 +1,5 @@
 """Handing a run to whoever executes it: the server's run loop in embedded mode, a Celery worker
-otherwise, or the web process itself for a run its request waits for (``here``).
+otherwise, or the web process that started it for a run of computing nodes (``here``).
 
 The Celery task is sent by name (``RUN_EXECUTE_TASK``): this module does not import the task
 module, which imports the runner.
@@ -24,7 +24,7 @@ def runs_here(graph: dict) -> bool:
 
 
 def run_here_possible(graph: dict) -> bool:
-    """Whether this web process may execute a run of ``graph`` now, for a request that waits for it:
+    """Whether this web process may execute a run of ``graph`` now, for the request that starts it:
     its nodes run here (:func:`runs_here`) and the request run loop holds fewer than
     WEFT_ENGINE_RUNS_HERE_MAX runs (a bound each request thread checks on its own: concurrent
     starts may pass it together, by at most the process's request threads)."""

@@ -42,15 +42,18 @@ def run_start(
     trigger: str = RunTrigger.MANUAL,
     flow: WorkflowVersion | None = None,
     graph: dict | None = None,
-    wait: bool = False,
+    in_request: bool = False,
     **extra,
 ) -> Run:
     """Create a pending run of ``workflow`` (its draft, ``flow``'s release, or ``graph``) and dispatch it.
 
     The graph is validated and frozen into the run; ``inputs`` are checked against the start
     node's declared inputs (a 400 naming ``inputs.<name>``). ``extra`` are further Run fields
-    (app, schedule, scheduled_tick, chat_id, agent, version). The run is dispatched after commit;
-    ``wait``: the caller will wait for it (:func:`run_wait`), so this process may execute it.
+    (app, schedule, scheduled_tick, chat_id, agent, version). The run is dispatched after commit.
+
+    ``in_request``: the caller serves a web request. A run of computing nodes then executes in this
+    process (:func:`~workflows.execution.dispatch.run_here_possible`), whether the request waits for
+    it or answers 202 at once: it needs no broker, and no worker.
     """
     if graph is None:
         graph = flow.release_data if flow is not None else workflow_graph(workflow=workflow)
@@ -59,7 +62,7 @@ def run_start(
         raise GraphInvalid(issues, "The workflow's graph is not valid; fix it before running it.")
     cleaned = run_inputs_clean(graph=graph, inputs=inputs)
     # A run this process executes itself is created leased to it: it needs no claim.
-    here = wait and run_here_possible(graph)
+    here = in_request and run_here_possible(graph)
     if here:
         now = timezone.now()
         extra.update(
