@@ -1,10 +1,11 @@
 """The Procfile's ``web`` (gunicorn, threads, a connection pool) on PostgreSQL and Redis, no worker running.
 
-A run its request waits for, made of nodes that compute in-process, is executed and answered by
-that process; one nobody waits for is queued for a worker (which does not run here).
+A run made of nodes that compute in-process is executed by that process, whether its request waits for
+it or not; one with a node that leaves the process is queued for a worker (which does not run here).
 """
 
 import json
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,7 +29,14 @@ graph = {"nodes": [
     {"id": "end", "type": "end", "config": {"outputs": {"greeting": "{{ hello.text | upper }}"}}}],
   "edges": [{"source": "start", "target": "hello"}, {"source": "hello", "target": "end"}]}
 workflow = workflow_create(owner=user, name="Greeter", graph=graph)
-print(json.dumps({"workflow": str(workflow.pk), "token": AuthToken.objects.create(user)[1]}))
+fetch = {"nodes": [
+    {"id": "start", "type": "start", "config": {}},
+    {"id": "get", "type": "http_request", "config": {"url": "http://127.0.0.1:9/"}},
+    {"id": "end", "type": "end", "config": {"outputs": {}}}],
+  "edges": [{"source": "start", "target": "get"}, {"source": "get", "target": "end"}]}
+fetcher = workflow_create(owner=user, name="Fetcher", graph=fetch)
+token = AuthToken.objects.create(user)[1]
+print(json.dumps({"workflow": str(workflow.pk), "fetcher": str(fetcher.pk), "token": token}))
 """
 
 
@@ -44,6 +52,7 @@ def test_the_web_process_answers_the_runs_its_requests_wait_for(tmp_path):
             WEFT_CELERY_QUEUE=f"procfile-web-{uuid.uuid4().hex[:8]}",
             DATABASE_POOL_MAX_SIZE="4",
             WEB_THREADS="8",
+            WEFT_ENGINE_WAIT_TIMEOUT_S="2",  # the wait for a run no worker takes
         )
         manage("migrate", "--noinput", env=env)
         ids = json.loads(manage("shell", "-c", "import json\n" + SETUP, env=env).strip().splitlines()[-1])
@@ -60,12 +69,24 @@ def test_the_web_process_answers_the_runs_its_requests_wait_for(tmp_path):
             # More calls at once than the pool has connections: they wait for one, none fails.
             with ThreadPoolExecutor(max_workers=12) as pool:
                 answers = list(pool.map(waited, [f"n{i}" for i in range(24)]))
-            queued = httpx.post(runs, json={"inputs": {"name": "later"}}, headers=headers, timeout=30)
+            started = httpx.post(runs, json={"inputs": {"name": "later"}}, headers=headers, timeout=30)
+            deadline = time.monotonic() + 15
+            while True:
+                started_now = httpx.get(started.json()["url"], headers=headers, timeout=30).json()
+                if started_now["status"] != "running" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            fetches = f"{base}/api/v1/workflows/{ids['fetcher']}/runs/"
+            queued = httpx.post(fetches, json={"inputs": {}, "wait": True}, headers=headers, timeout=30)
             queued_now = httpx.get(queued.json()["url"], headers=headers, timeout=30).json()
             output = server.output
 
     assert [answer.status_code for answer in answers] == [200] * 24, output
     assert [answer.json()["outputs"]["greeting"] for answer in answers] == [f"HELLO N{i}" for i in range(24)]
     assert {answer.json()["status"] for answer in answers} == {"succeeded"}
+    # Not waited for: answered 202 at once, and executed here all the same.
+    assert started.status_code == 202, output
+    assert (started_now["status"], started_now["outputs"]) == ("succeeded", {"greeting": "HELLO LATER"})
+    # A node that leaves the process: queued for a worker even when waited for (no worker runs here).
     assert queued.status_code == 202, output
-    assert queued_now["status"] == "pending"  # for a worker; none runs here
+    assert queued_now["status"] == "pending"
