@@ -122,6 +122,18 @@ class _DeltaStream:
 
 @register
 class LLM(NodeType):
+    """Asks a chat model of an OpenAI-compatible provider; the answer streams as ``node.delta`` events.
+
+    ``provider`` is the id of one of the workflow owner's LLM providers; ``model`` defaults to the
+    provider's. Give ``messages`` (their contents are rendered), or a ``prompt`` (the user message)
+    with an optional ``system``. The output is ``{text, usage}``. With ``memory`` enabled, a run that
+    continues a conversation (a ``chat_id`` of a released version) gives the model the earlier
+    rounds, and the node stores its own round once the model has answered.
+
+    On failure: a provider that does not exist or is not the owner's fails the node without a retry;
+    a rate limit, a timeout or a 5xx answer of the provider is retried as the error policy allows.
+    """
+
     type = "llm"
     description = "Ask an OpenAI-compatible chat model; the answer streams as node.delta events."
     config_schema = {
@@ -163,6 +175,15 @@ class LLM(NodeType):
         },
     }
     outputs = frozenset({"text", "usage"})
+    example_config = {
+        "provider": "00000000-0000-0000-0000-000000000000",
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Weather in {{ start.city }}?"},
+        ],
+        "temperature": 0.2,
+    }
 
     def check(self, config: dict):
         if ("messages" in config) == ("prompt" in config):
@@ -180,7 +201,10 @@ class LLM(NodeType):
         owner_id = await _owner_id(ctx, "An llm node uses its workflow owner's providers.")
         provider = await _provider_of(provider_id=provider_id, owner_id=owner_id)
         if provider is None:
-            raise ProviderNotFound(f"No LLM provider {provider_id!r} among the workflow owner's providers.")
+            raise ProviderNotFound(
+                f"No LLM provider {provider_id!r} among the workflow owner's providers: add one"
+                " (console: Providers; API: POST /api/v1/providers/) and name it in this node's config.provider."
+            )
         model = config.get("model") or provider.model
         if not model:
             raise NonRetryableError(f"No model given and provider {provider.name!r} has no default model.")
@@ -223,6 +247,17 @@ def _agent_spec(*, agent_id: str, owner_id):
 
 @register
 class AgentNode(NodeType):
+    """Runs one of the workflow owner's agents: its model calls approved tools until it answers.
+
+    ``agent`` is the agent's id; its provider, model, system prompt and tools come from it, and
+    ``input`` (rendered) is the user message. ``max_steps`` and ``token_budget`` override the
+    agent's own (0 budget: none). Only tools approved when the node runs are offered, and each call
+    checks again. Every step is a ``node.delta`` event. The output is ``{text, steps, usage}``.
+
+    On failure: passing the step limit or the token budget fails the node without a retry; so does
+    an agent that does not exist or is not the owner's.
+    """
+
     type = "agent"
     description = "Run an agent: the model calls approved tools until it answers, within a step and token budget."
     config_schema = {
@@ -237,6 +272,12 @@ class AgentNode(NodeType):
         },
     }
     outputs = frozenset({"text", "steps", "usage"})
+    example_config = {
+        "agent": "00000000-0000-0000-0000-000000000000",
+        "input": "Find out about {{ start.topic }}",
+        "max_steps": 6,
+        "token_budget": 20000,
+    }
 
     def check(self, config: dict):
         try:
@@ -272,6 +313,18 @@ class AgentNode(NodeType):
 
 @register
 class ToolNode(NodeType):
+    """Runs one approved tool (HTTP or built-in) with templated arguments.
+
+    ``tool`` is the id of a tool that is approved and is the workflow owner's or public.
+    ``arguments`` are rendered (``"{{ x.y }}"`` alone keeps its type) and checked against the tool's
+    ``parameters``. ``timeout_s`` bounds the call, within the node's own timeout. The output is
+    ``{result}``: the tool's JSON answer, or its text.
+
+    On failure: whether the tool may run is checked every time the node runs, so a tool rejected
+    after the workflow was published fails the node at once, without a retry, with the reason;
+    arguments that do not match the tool's parameters fail it the same way.
+    """
+
     type = "tool"
     description = "Run an approved tool (HTTP or built-in) with arguments checked against its schema."
     config_schema = {
@@ -285,6 +338,10 @@ class ToolNode(NodeType):
         },
     }
     outputs = frozenset({"result"})
+    example_config = {
+        "tool": "00000000-0000-0000-0000-000000000000",
+        "arguments": {"expression": "{{ start.a }} + {{ start.b }}"},
+    }
 
     def check(self, config: dict):
         try:

@@ -13,6 +13,16 @@ from .base import NodeContext, NodeType, register
 
 @register
 class Aggregator(NodeType):
+    """Gathers values from the branches that ran, after a condition: a skipped branch's values are absent.
+
+    ``variables`` are templates, each usually one lone reference (``"{{ hot.text }}"``); ``mode``
+    says what to make of those that have a value: ``first`` (the default) the first one, ``list``
+    all of them in order, ``merge`` the objects merged left to right. The output is ``{output}``.
+
+    On failure: ``merge`` over a value that is not an object fails without a retry; so does a
+    template that fails for another reason than a value being absent.
+    """
+
     type = "aggregator"
     effects = False
     in_process = True
@@ -27,6 +37,7 @@ class Aggregator(NodeType):
         },
     }
     outputs = frozenset({"output"})
+    example_config = {"variables": ["{{ hot.text }}", "{{ mild.text }}"], "mode": "first"}
 
     async def execute(self, ctx: NodeContext, config: dict) -> dict:
         values = []

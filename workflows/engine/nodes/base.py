@@ -102,6 +102,8 @@ class NodeType:
     description: ClassVar[str] = ""
     config_schema: ClassVar[dict] = {"type": "object"}
     outputs: ClassVar[frozenset[str] | None] = None
+    #: A valid ``config``, shown by the node reference (docs/nodes.md) and offered by the API.
+    example_config: ClassVar[dict | None] = None
     #: Whether executing it acts outside the run (a request, a model or tool call). Before such a
     #: node executes, everything the run recorded before it is stored, and its outcome is stored
     #: before the run goes on. A node without effects (a computation) is simply executed again if

@@ -30,6 +30,20 @@ def _defines_main(tree: ast.Module) -> bool:
 
 @register
 class Code(NodeType):
+    """Runs the user's Python in the sandbox: the code defines ``def main(**inputs) -> dict``.
+
+    ``inputs`` are rendered (a lone ``{{ expression }}`` keeps its type) and passed to ``main`` as
+    keyword arguments, as JSON; the dict it returns, which must be JSON, is the node's output. The
+    code runs in a separate, isolated process, never in the engine's: a few standard modules, no
+    network, no file of the server, no subprocess. ``timeout_s``, ``cpu_s`` and ``memory_mb`` limit
+    its wall-clock time, CPU time and address space (of which the interpreter takes about 25 MB),
+    each capped by the operator's maximum.
+
+    On failure: an exception in the code fails the node with the code's traceback and is not
+    retried; neither is passing a limit or returning something that is not a JSON object. Code that
+    does not parse or has no ``main`` is refused when the graph is validated.
+    """
+
     type = "code"
     effects = False
     description = "Run Python (def main(**inputs) -> dict) in an isolated sandbox."
@@ -46,6 +60,11 @@ class Code(NodeType):
         },
     }
     outputs = None
+    example_config = {
+        "code": "def main(prices, rate):\n    return {'total': sum(prices) * (1 + rate)}",
+        "inputs": {"prices": "{{ start.prices }}", "rate": 0.2},
+        "timeout_s": 5,
+    }
 
     def check(self, config: dict):
         # Parsed, never executed, here: the code only runs in the sandbox.

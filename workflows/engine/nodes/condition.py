@@ -45,6 +45,18 @@ OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
 
 @register
 class Condition(NodeType):
+    """Picks a branch: the first case that holds, else ``else`` (if / elif / else).
+
+    A case gives either ``conditions`` (each compares a rendered ``variable`` with a rendered
+    ``value`` by an ``operator``; ``logic`` ``and``, the default, or ``or`` combines them) or one
+    ``expression``, a Jinja2 expression tested for truth. The node's outgoing edges carry a
+    ``source_handle``: a case id, or ``else``. The nodes on the branches not taken are skipped. The
+    output is ``{case}``: the id of the case taken, or ``else``.
+
+    On failure: an operator that cannot compare its operands (``gt`` on a string and a number)
+    fails the node without a retry.
+    """
+
     type = "condition"
     effects = False
     in_process = True
@@ -85,6 +97,12 @@ class Condition(NodeType):
         },
     }
     outputs = frozenset({"case"})
+    example_config = {
+        "cases": [
+            {"id": "hot", "conditions": [{"variable": "{{ weather.json.temp }}", "operator": "gt", "value": 30}]},
+            {"id": "named", "expression": "{{ start.name and start.name.startswith('A') }}"},
+        ]
+    }
 
     def check(self, config: dict):
         seen: set[str] = set()

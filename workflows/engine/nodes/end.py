@@ -5,6 +5,12 @@ from .base import NodeContext, NodeType, register
 
 @register
 class End(NodeType):
+    """Where a run ends: its ``outputs`` mapping, rendered, becomes the run's outputs.
+
+    A graph has at least one end. When branches end in several ends, the outputs of those that ran
+    are merged, in the order of the graph's nodes.
+    """
+
     type = "end"
     effects = False
     in_process = True
@@ -14,6 +20,7 @@ class End(NodeType):
         "additionalProperties": False,
         "properties": {"outputs": {"type": "object"}},
     }
+    example_config = {"outputs": {"text": "{{ greet.text }}", "temperature": "{{ weather.json.temp }}"}}
 
     def declared_outputs(self, config: dict) -> frozenset[str]:
         return frozenset(config.get("outputs", {}))

@@ -38,6 +38,19 @@ class HTTPStatusFailed(NonRetryableError):
 
 @register
 class HTTPRequest(NodeType):
+    """Calls a URL through the outbound guard, which refuses private and local addresses.
+
+    ``url``, header values, ``query``, ``body`` (text) and ``json`` (any JSON, sent as the body)
+    are rendered. The output is ``{status, headers, body, json}``: ``body`` is the text, ``json``
+    the parsed body when it is JSON (else null), ``headers`` lower-cased. The whole exchange is
+    bounded by ``timeout_s`` and the body by ``max_bytes``, both capped by the operator's limits.
+
+    On failure: with ``raise_for_status`` (the default), a 429, 408 or 5xx answer is a retryable
+    failure that honours ``Retry-After``, and any other 4xx fails the node without a retry; without
+    it every answer is an output, for a condition to look at. A refused address, a timeout and a
+    lost connection fail the node; a timeout and a lost connection are retried.
+    """
+
     type = "http_request"
     description = "Call an HTTP(S) URL (SSRF-guarded, with a timeout and a size cap)."
     config_schema = {
@@ -58,6 +71,13 @@ class HTTPRequest(NodeType):
         },
     }
     outputs = frozenset({"status", "headers", "body", "json"})
+    example_config = {
+        "method": "GET",
+        "url": "https://api.example.com/weather",
+        "query": {"city": "{{ start.city }}"},
+        "headers": {"Accept": "application/json"},
+        "timeout_s": 10,
+    }
 
     def check(self, config: dict):
         if "body" in config and "json" in config:

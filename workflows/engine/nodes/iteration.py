@@ -30,6 +30,17 @@ ITEM_VARIABLES = frozenset({"item", "index"})
 
 @register
 class Iteration(NodeType):
+    """Runs a sub-graph once per item of a list, ``concurrency`` at a time.
+
+    ``items`` renders to a list; ``graph`` is a DSL v1 graph of its own (one start, at least one
+    end), validated with the workflow. Inside it, ``{{ item }}`` and ``{{ index }}`` are the current
+    item and its position, and the variables the iteration node may read are readable too. The
+    output is ``{results}``: each item's end outputs, in the order of the items.
+
+    On failure: if one item fails, the others are cancelled and the iteration node fails; its own
+    error policy then applies. Items that succeeded are not run again by a retry or a resume.
+    """
+
     type = "iteration"
     effects = False
     description = "Map a sub-graph over a list."
@@ -48,6 +59,18 @@ class Iteration(NodeType):
         },
     }
     outputs = frozenset({"results"})
+    example_config = {
+        "items": "{{ start.cities }}",
+        "concurrency": 4,
+        "graph": {
+            "nodes": [
+                {"id": "in", "type": "start"},
+                {"id": "say", "type": "template", "config": {"template": "{{ index }}: {{ item }}"}},
+                {"id": "out", "type": "end", "config": {"outputs": {"line": "{{ say.text }}"}}},
+            ],
+            "edges": [{"source": "in", "target": "say"}, {"source": "say", "target": "out"}],
+        },
+    }
 
     def check(self, config: dict):
         limit = weft_settings.ITERATION_MAX_CONCURRENCY

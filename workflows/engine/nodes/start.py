@@ -18,6 +18,14 @@ _TYPE_CHECKS = {
 
 @register
 class Start(NodeType):
+    """Where a run begins: it declares the run's inputs, which ``{{ start.<name> }}`` reads.
+
+    Each input has a ``name``, a ``type`` (``string`` by default), and may be ``required`` or have a
+    ``default``. A run's inputs are checked against them when it starts: a missing required input or
+    a value of the wrong type is refused (a 400 naming ``inputs.<name>``). A graph has one start. Its
+    output is the run's inputs.
+    """
+
     type = "start"
     effects = False
     in_process = True
@@ -42,6 +50,13 @@ class Start(NodeType):
                 },
             }
         },
+    }
+
+    example_config = {
+        "inputs": [
+            {"name": "city", "type": "string", "required": True},
+            {"name": "days", "type": "integer", "default": 3},
+        ]
     }
 
     def declared_outputs(self, config: dict) -> frozenset[str]:

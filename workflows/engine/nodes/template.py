@@ -5,6 +5,14 @@ from .base import NodeContext, NodeType, register
 
 @register
 class Template(NodeType):
+    """Renders text from a Jinja2 template, sandboxed, over the variables the node may read.
+
+    The output is ``{text}``. Rendering is bounded in time and size by the operator's template limits.
+
+    On failure: a template that does not render (an undefined variable, a bad filter) fails the node
+    without a retry; one that does not parse is refused when the graph is validated.
+    """
+
     type = "template"
     effects = False
     in_process = True
@@ -16,6 +24,7 @@ class Template(NodeType):
         "properties": {"template": {"type": "string"}},
     }
     outputs = frozenset({"text"})
+    example_config = {"template": "Weather for {{ start.city }}: {{ weather.json.summary }}"}
 
     async def execute(self, ctx: NodeContext, config: dict) -> dict:
         return {"text": await ctx.render(config["template"])}
