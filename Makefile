@@ -118,7 +118,9 @@ loadgen:
 	$(call debian_package,ab,apache2-utils,the bench's HTTP load)
 
 serve: install $(ENV_FILE)
-	@echo "Serving Weft on http://$(HOST):$(PORT)/  (admin: /admin/, API: /api/v1/, docs: /api/docs/)"
+	@echo "Serving Weft. Open the console: http://$(HOST):$(PORT)/  (sign in as demo)"
+	@echo "  admin: http://$(HOST):$(PORT)/admin/   API: http://$(HOST):$(PORT)/api/v1/   API docs: http://$(HOST):$(PORT)/api/docs/"
+	@echo "  a forgotten password: $(BIN)/python manage.py changepassword demo"
 	exec $(BIN)/daphne -b $(HOST) -p $(PORT) config.asgi:application
 
 # --- Checking it -------------------------------------------------------------------------------
@@ -144,7 +146,7 @@ node_modules/.package-lock.json: package-lock.json
 	npm ci --no-audit --no-fund
 
 lint-js: node_modules/.package-lock.json
-	npx --no-install eslint static/console eslint.config.js
+	npx --no-install eslint static/console frontend eslint.config.js
 
 # Meant for PostgreSQL + Redis (DATABASE_URL, REDIS_URL); falls back to SQLite with a warning.
 bench: install-dev sandbox loadgen

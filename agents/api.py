@@ -80,7 +80,11 @@ class ProviderViewSet(OwnedModelViewSet):
     @extend_schema(request=None, responses={200: ProviderTestResultSerializer})
     @action(detail=True, methods=["post"])
     def test(self, request, pk=None):
-        """Ask the provider for its models (``GET {base_url}/models``, 5 s) to check the URL and key."""
+        """Ask the provider for its models (``GET {base_url}/models``, 5 s) to check the URL and key.
+
+        Always 200: ``ok``, the provider's HTTP ``status`` if it answered, and when not ok an
+        ``error`` and its ``code``. The key is never echoed.
+        """
         result = provider_test(provider=self.get_object())
         return Response(ProviderTestResultSerializer(result).data)
 

@@ -54,6 +54,13 @@ class ProviderTestResultSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
     status = serializers.IntegerField(allow_null=True, help_text="The provider's HTTP status, if it answered.")
     error = serializers.CharField(allow_blank=True)
+    code = serializers.ChoiceField(
+        choices=["", "blocked", "unreachable", "unauthorized", "not_found", "invalid_url", "http_error"],
+        allow_blank=True,
+        help_text="Empty when ok; otherwise what to fix: blocked (the outbound guard refused the address), "
+        "unreachable (no connection or no answer in time), unauthorized (the key was refused), not_found "
+        "(nothing at {base_url}/models: check the base URL), invalid_url, http_error.",
+    )
 
 
 class ToolSerializer(StrictModelSerializer):

@@ -11,7 +11,7 @@ from jsonschema.exceptions import SchemaError
 
 from config.errors import Conflict, InvalidInput, NotFound
 from history.services import audit_log_record
-from workflows.engine import EngineError, guarded_client
+from workflows.engine import EngineError, NonRetryableError, guarded_client
 
 from .models import Agent, LLMProvider, Message, Session, SessionWorkflow, Tool
 from .selectors import tools_attachable_by_user
@@ -93,15 +93,29 @@ def provider_set_api_key(*, provider: LLMProvider, actor, api_key: str) -> LLMPr
 
 @dataclass(frozen=True)
 class ProviderTestResult:
+    """``code`` says what to fix: empty when ``ok``; ``blocked`` (the outbound guard refused the
+    address), ``unreachable`` (no connection or no answer in time), ``unauthorized`` (the key was
+    refused), ``not_found`` (no ``/models`` there: check the base URL), ``invalid_url`` or
+    ``http_error``."""
+
     ok: bool
     status: int | None
     error: str
+    code: str = ""
 
 
 def _provider_fetch(url: str, *, headers: dict) -> httpx.Response:
     """The one request a provider test sends, to a URL its owner chose, through the outbound guard."""
     with guarded_client(timeout_s=PROVIDER_TEST_TIMEOUT_S, follow_redirects=False) as client:
         return client.get(url, headers=headers)
+
+
+def _provider_answer_code(status: int) -> str:
+    if status in (401, 403):
+        return "unauthorized"
+    if status == 404:
+        return "not_found"
+    return "http_error"
 
 
 def provider_test(*, provider: LLMProvider) -> ProviderTestResult:
@@ -114,12 +128,20 @@ def provider_test(*, provider: LLMProvider) -> ProviderTestResult:
         message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if provider.api_key:
             message = message.replace(provider.api_key, "***")
-        return ProviderTestResult(ok=False, status=None, error=message)
+        # The guard's refusals are not retryable; a failed connection or a timeout may pass.
+        if isinstance(exc, httpx.InvalidURL | UnicodeError):
+            code = "invalid_url"
+        else:
+            code = "blocked" if isinstance(exc, NonRetryableError) else "unreachable"
+        return ProviderTestResult(ok=False, status=None, error=message, code=code)
     if response.is_success:
         return ProviderTestResult(ok=True, status=response.status_code, error="")
     # The body is not echoed: a provider may repeat the key it was sent.
     return ProviderTestResult(
-        ok=False, status=response.status_code, error=f"The provider answered HTTP {response.status_code}."
+        ok=False,
+        status=response.status_code,
+        error=f"The provider answered HTTP {response.status_code}.",
+        code=_provider_answer_code(response.status_code),
     )
 
 

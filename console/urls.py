@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from . import views
+from . import docs, views
 
 app_name = "console"
 
@@ -18,5 +18,8 @@ urlpatterns = [
     path("workflows/<uuid:workflow_id>/", views.workflow_detail, name="workflow"),
     path("runs/<uuid:run_id>/", views.run_detail, name="run"),
     path("templates/", views.template_list, name="templates"),
+    path("providers/", views.provider_list, name="providers"),
+    path("apps/", views.app_list, name="apps"),
     path("dsl/v1.schema.json", views.dsl_schema, name="dsl-schema"),
+    path("docs/nodes/", docs.node_reference, name="node-docs"),
 ]

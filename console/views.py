@@ -56,6 +56,16 @@ def template_list(request: HttpRequest) -> HttpResponse:
     return _page(request, page="templates", title="Templates")
 
 
+@console_login_required()
+def provider_list(request: HttpRequest) -> HttpResponse:
+    return _page(request, page="providers", title="LLM providers")
+
+
+@console_login_required()
+def app_list(request: HttpRequest) -> HttpResponse:
+    return _page(request, page="apps", title="Apps and licenses")
+
+
 def dsl_schema(request: HttpRequest) -> JsonResponse:
     """The DSL's JSON Schema, which the graph editor checks a graph with before it is sent."""
     return JsonResponse(engine_dsl_schema())

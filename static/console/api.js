@@ -70,3 +70,44 @@ export async function openSocket(path) {
   const separator = path.includes("?") ? "&" : "?";
   return new WebSocket(wsUrl(`${path}${separator}ticket=${encodeURIComponent(ticket)}`));
 }
+
+// Every item of a paginated list (at most `maxPages` pages of 200).
+export async function listAll(path, { maxPages = 10 } = {}) {
+  const separator = path.includes("?") ? "&" : "?";
+  let next = `${path}${separator}page_size=200`;
+  const items = [];
+  for (let page = 0; next && page < maxPages; page += 1) {
+    const body = await api(next);
+    items.push(...(body.results || []));
+    next = body.next ? new URL(body.next, window.location.origin).href.split("/api/v1/")[1] : null;
+  }
+  return items;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+// The LLM providers a graph names outright: its llm nodes' `config.provider` (a template such as
+// "{{ start.provider }}" is only known when the node runs), and its agent nodes' agents' providers.
+export function providerRefs(graph, agents = []) {
+  const agentProvider = new Map(agents.map((a) => [a.id, a.provider]));
+  const refs = [];
+  for (const n of graph?.nodes || []) {
+    const config = n.config || {};
+    if (n.type === "llm" && typeof config.provider === "string" && !config.provider.includes("{{")) {
+      refs.push({ node: n.id, name: n.name || n.id, provider: config.provider.trim().toLowerCase(), via: "llm" });
+    } else if (n.type === "agent" && agentProvider.get(config.agent)) {
+      refs.push({ node: n.id, name: n.name || n.id, provider: agentProvider.get(config.agent), via: "agent" });
+    }
+  }
+  return refs;
+}
+
+// The llm nodes of `graph` whose provider is not one of the signed-in user's (who must own the
+// workflow for its runs to use them): [{node, name, provider}].
+export async function missingProviders(graph) {
+  const refs = providerRefs(graph).filter((ref) => ref.via === "llm");
+  if (!refs.length) return [];
+  const providers = await listAll("providers/");
+  const known = new Set(providers.map((p) => p.id.toLowerCase()));
+  return refs.filter((ref) => !UUID.test(ref.provider) || !known.has(ref.provider));
+}

@@ -2,7 +2,7 @@
 // a node's layer is its longest path from a source; within a layer, nodes are ordered by the
 // mean position of their neighbours (a few sweeps down and up), which keeps edges short.
 
-import { svg } from "./dom.js";
+import { h, svg } from "./dom.js";
 
 const NODE_W = 168;
 const NODE_H = 54;
@@ -12,6 +12,11 @@ const PAD = 16;
 const DUMMY_W = 12;
 
 export const STATES = ["pending", "running", "retrying", "succeeded", "failed", "skipped", "cancelled"];
+
+// A legend of every state a node can take, in `list` (a <ul class="legend">).
+export function fillLegend(list) {
+  list.replaceChildren(...STATES.map((state) => h("li", { class: `state-${state}` }, state)));
+}
 
 export function graphParts(graph) {
   const nodes = Array.isArray(graph?.nodes) ? graph.nodes.filter((n) => n && typeof n.id === "string") : [];
@@ -135,6 +140,9 @@ function clip(text, max) {
 export function drawGraph(container, graph, { onSelect } = {}) {
   const { nodes, routes, boxes, order, width, height } = layout(graph);
   container.replaceChildren();
+  // The panel's legend, if it has one, names every state (cancelled too).
+  const legend = container.closest(".panel")?.querySelector("ul.legend");
+  if (legend) fillLegend(legend);
   if (!nodes.length) {
     container.append(document.createTextNode("No nodes."));
     return { setState() {}, setIssues() {}, nodeIds: [] };

@@ -5,6 +5,8 @@ const pages = {
   workflow: () => import("./pages/workflow.js"),
   run: () => import("./pages/run.js"),
   templates: () => import("./pages/templates.js"),
+  providers: () => import("./pages/providers.js"),
+  apps: () => import("./pages/apps.js"),
 };
 
 const page = document.body.dataset.page;

@@ -127,7 +127,7 @@ def test_testing_an_unreachable_provider_answers_not_ok(user_client, user, allow
 def test_testing_a_provider_that_answers(user_client, user, fake_openai, allow_loopback):
     provider = LLMProviderFactory(owner=user, base_url=fake_openai.base_url, api_key=fake_openai.api_key)
     response = user_client.post(f"{detail(provider)}test/")
-    assert response.json() == {"ok": True, "status": 200, "error": ""}
+    assert response.json() == {"ok": True, "status": 200, "error": "", "code": ""}
 
 
 def test_testing_a_provider_with_a_wrong_key(user_client, user, fake_openai, allow_loopback):

@@ -23,7 +23,7 @@ def node(page, node_id: str, scope: str = "#graph"):
 
 def start_trip_run(page) -> str:
     page.goto("/")
-    page.get_by_role("link", name="Trip advice").click()
+    page.get_by_role("link", name="Trip advice", exact=True).click()
     page.wait_for_selector('#graph svg g.node[data-node-id="check"]')
     page.fill("#input-city", "Lisbon")
     page.fill("#input-temperature", "25")
@@ -37,7 +37,8 @@ def test_a_run_of_the_demo_workflow_turns_its_nodes_green_as_events_arrive(open_
     page = watched.page
     rows = page.locator("#workflow-table tbody tr")
     rows.first.wait_for()
-    assert sorted(rows.locator("td:first-child a").all_inner_texts()) == ["Greeting", "Trip advice"]
+    names = sorted(rows.locator("td:first-child a").all_inner_texts())
+    assert names == ["Greeting", "Trip advice", "Trip advice (LLM)"]
 
     run_id = start_trip_run(page)
     page.wait_for_selector('#run-status[data-status="succeeded"]')
@@ -91,7 +92,7 @@ def test_a_run_of_the_demo_workflow_turns_its_nodes_green_as_events_arrive(open_
     screenshot(page, "console-run-succeeded")
 
     # The workflow page lists the run.
-    page.get_by_role("link", name="Trip advice").click()
+    page.get_by_role("link", name="Trip advice", exact=True).click()
     page.wait_for_selector(f'#run-table tr[data-run-id="{run_id}"] [data-status="succeeded"]')
 
 

@@ -78,7 +78,7 @@ def test_make_run_serves_the_admin_the_api_and_the_docs_with_the_printed_demo_pa
             workflows = httpx.get(f"{base}/api/v1/workflows/", headers=headers, timeout=10)
             assert workflows.status_code == 200, workflows.text
             by_name = {w["name"]: w for w in workflows.json()["results"]}
-            assert set(by_name) == {"Greeting", "Trip advice"}
+            assert set(by_name) == {"Greeting", "Trip advice", "Trip advice (LLM)"}
             run = httpx.post(
                 f"{base}/api/v1/workflows/{by_name['Trip advice']['id']}/runs/",
                 json={"inputs": {"city": "Oslo", "temperature": 5}, "wait": True},

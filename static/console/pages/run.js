@@ -7,7 +7,7 @@
 // The snapshot the server sends first gives the run's current state (inputs, outputs, task
 // details), reconciled once the replay has caught up with it.
 
-import { api, errorText, openSocket } from "../api.js";
+import { api, errorText, missingProviders, openSocket } from "../api.js";
 import { $, between, formatDuration, h, pretty, showError } from "../dom.js";
 import { drawGraph } from "../graph.js";
 
@@ -241,6 +241,35 @@ function reconcile() {
   if (FINISHED.has(snap.data?.status)) finish();
 }
 
+// A failed llm node whose provider is not one of yours: say what is missing and where to add it.
+async function explainMissingProviders(run) {
+  const failed = new Set((run.tasks || []).filter((t) => !t.scope && t.status === "failed").map((t) => t.node_id));
+  if (!failed.size) return;
+  let missing;
+  try {
+    missing = (await missingProviders(graph)).filter((ref) => failed.has(ref.node));
+  } catch {
+    return; // the run's own error still says it
+  }
+  if (!missing.length || $("#provider-notice")) return;
+  const href = `/providers/?workflow=${encodeURIComponent(run.workflow)}`;
+  const nodes = missing.map((ref) => `“${ref.name}”`).join(", ");
+  const notice = h(
+    "div",
+    { class: "notice", id: "provider-notice", role: "alert", "data-testid": "provider-missing" },
+    h("h2", {}, "An LLM provider is missing"),
+    h(
+      "p",
+      {},
+      `${missing.length > 1 ? "Nodes" : "Node"} ${nodes} ${missing.length > 1 ? "name" : "names"} the LLM provider `,
+      h("code", {}, missing[0].provider),
+      ", which is not among the workflow owner's providers.",
+    ),
+    h("p", {}, h("a", { href, "data-testid": "providers-link" }, "Add a provider on the Providers page"), " and choose it for this workflow there, then run it again."),
+  );
+  $('[data-role="error"]').after(notice);
+}
+
 async function finish() {
   if (state.done) return;
   state.done = true;
@@ -258,6 +287,7 @@ async function finish() {
       renderNode(task.node_id);
     }
     setStatus(run.status);
+    await explainMissingProviders(run);
   } catch (error) {
     showError(errorText(error.body) || error.message);
   }

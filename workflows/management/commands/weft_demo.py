@@ -1,9 +1,14 @@
-"""Load the demo that `make run` serves: a builder, an operator and two workflows.
+"""Load the demo that `make run` serves: a builder, an operator and three workflows.
 
-Safe to run again: users are reused and get a fresh password (printed, so the one on screen
-always works), workflows are created only when the demo user has none of that name.
+Safe to run again: a user is given a password (printed) only when it is created, so a password
+someone changed is kept; workflows are created only when the demo user has none of that name.
+
+"Trip advice (LLM)" asks a model, so it needs an LLM provider of the demo user's. When the demo
+user has none yet, its llm node names ``MISSING_PROVIDER``, and a run of it fails saying that no
+such provider exists; the console's Providers page then adds one and points the workflow at it.
 """
 
+import copy
 import secrets
 
 from django.conf import settings
@@ -11,6 +16,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from accounts.models import User
+from agents.models import LLMProvider
 from workflows.models import Workflow
 from workflows.services import workflow_create
 
@@ -116,11 +122,58 @@ TRIP_ADVICE = {
     },
 }
 
-DEMO_WORKFLOWS = (GREETING, TRIP_ADVICE)
+#: Stands for "no provider chosen yet": a well-formed id that no provider ever has.
+MISSING_PROVIDER = "00000000-0000-0000-0000-000000000000"
+
+
+def trip_advice_llm(*, provider_id: str) -> dict:
+    """Trip advice, then a model turns the facts and the advice into one friendly sentence."""
+    graph = copy.deepcopy(TRIP_ADVICE["graph"])
+    graph["nodes"] = [node for node in graph["nodes"] if node["id"] != "end"]
+    graph["nodes"] += [
+        {
+            "id": "ask",
+            "type": "llm",
+            "name": "Ask the model",
+            "config": {
+                "provider": provider_id,
+                "system": "You give short, friendly travel advice.",
+                "prompt": "In one sentence, advise a traveller. Facts: {{ summary.text }} Advice: {{ advice.output }}",
+                "temperature": 0.2,
+                "max_tokens": 120,
+            },
+        },
+        {
+            "id": "end",
+            "type": "end",
+            "name": "End",
+            "config": {"outputs": {"summary": "{{ summary.text }}", "advice": "{{ ask.text }}"}},
+        },
+    ]
+    graph["edges"] = [edge for edge in graph["edges"] if edge["target"] != "end"]
+    graph["edges"] += [
+        {"source": "summary", "target": "ask"},
+        {"source": "advice", "target": "ask"},
+        {"source": "ask", "target": "end"},
+    ]
+    return {
+        "name": "Trip advice (LLM)",
+        "description": (
+            "Trip advice, worded by a model: its llm node needs one of your LLM providers "
+            "(add one on the Providers page)."
+        ),
+        "graph": graph,
+    }
+
+
+def demo_workflows(*, owner) -> list[dict]:
+    provider = LLMProvider.objects.filter(owner=owner).order_by("created_at").first()
+    provider_id = str(provider.pk) if provider is not None else MISSING_PROVIDER
+    return [GREETING, TRIP_ADVICE, trip_advice_llm(provider_id=provider_id)]
 
 
 class Command(BaseCommand):
-    help = "Create or refresh the demo: users 'demo' and 'admin' (new passwords, printed) and two workflows."
+    help = "Create the demo: users 'demo' and 'admin' (passwords printed when they are created) and three workflows."
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -133,28 +186,36 @@ class Command(BaseCommand):
         if not settings.DEBUG and not allow_production:
             raise CommandError("weft_demo creates a superuser with a known password: run it with DEBUG=1 only.")
         with transaction.atomic():
-            demo, demo_password = self._user_with_new_password(username=DEMO_USERNAME, operator=False)
-            admin, admin_password = self._user_with_new_password(username=ADMIN_USERNAME, operator=True)
+            demo, demo_password = self._user(username=DEMO_USERNAME, operator=False)
+            admin, admin_password = self._user(username=ADMIN_USERNAME, operator=True)
             created = []
-            for spec in DEMO_WORKFLOWS:
+            for spec in demo_workflows(owner=demo):
                 if Workflow.objects.filter(owner=demo, name=spec["name"]).exists():
                     continue
                 workflow_create(owner=demo, name=spec["name"], description=spec["description"], graph=spec["graph"])
                 created.append(spec["name"])
         self.stdout.write(f"Demo workflows created: {', '.join(created) or 'none (already there)'}")
-        self.stdout.write(self.style.SUCCESS("Sign in with (new passwords on every run):"))
-        self.stdout.write(f"  builder   username: {demo.username}  password: {demo_password}")
-        self.stdout.write(f"  operator  username: {admin.username}  password: {admin_password}  (/admin/)")
+        users = ((demo, demo_password, "builder", ""), (admin, admin_password, "operator", "  (/admin/)"))
+        if demo_password or admin_password:
+            self.stdout.write(self.style.SUCCESS("Sign in with (shown once, when the user is created):"))
+        for user, password, role, where in users:
+            if password:
+                self.stdout.write(f"  {role:<9} username: {user.username}  password: {password}{where}")
+        kept = [user.username for user, password, _, _ in users if not password]
+        if kept:
+            self.stdout.write(f"Users {' and '.join(kept)} already exist: their passwords are kept.")
+        reset = f"python manage.py changepassword {DEMO_USERNAME}"
+        self.stdout.write(f"To set a new password: {reset} (or {ADMIN_USERNAME})")
 
-    def _user_with_new_password(self, *, username: str, operator: bool) -> tuple[User, str]:
-        user, _ = User.objects.get_or_create(
+    def _user(self, *, username: str, operator: bool) -> tuple[User, str]:
+        """The user, and its new password if it was created now ("" when it existed: nothing is changed)."""
+        user, created = User.objects.get_or_create(
             username=username,
-            defaults={"email": f"{username}@example.com"},
+            defaults={"email": f"{username}@example.com", "is_staff": operator, "is_superuser": operator},
         )
+        if not created:
+            return user, ""
         password = secrets.token_urlsafe(12)
         user.set_password(password)
-        user.is_active = True
-        user.is_staff = operator
-        user.is_superuser = operator
-        user.save()
+        user.save(update_fields=["password"])
         return user, password
