@@ -293,6 +293,13 @@ class Run(models.Model):
             models.Index(fields=["created_at"], name="idx_runs_created_at"),
             models.Index(fields=["workflow", "-created_at"], name="idx_runs_workflow_created"),
             models.Index(fields=["lease_expires_at"], name="idx_runs_running_lease", condition=Q(status="running")),
+            # The runs in flight, which the concurrent_runs quota counts on every start: a small index
+            # (idx_runs_status holds every run, and each run's dead versions until a vacuum).
+            models.Index(
+                fields=["triggered_by", "workflow"],
+                name="idx_runs_in_flight",
+                condition=Q(status__in=[RunStatus.PENDING, RunStatus.RUNNING]),
+            ),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=RunStatus.values), name="runs_status_valid"),
