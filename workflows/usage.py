@@ -57,34 +57,34 @@ def usage_record_ended(*, run_id: uuid.UUID | str, graph: dict) -> None:
     alone: it is written in one statement (the run locked as :func:`usage_record_for_run` locks it,
     nothing written if the run has rows). Otherwise, :func:`usage_record_for_run`.
     """
-    if connection.vendor == "postgresql" and not _uses_models(graph):
+    if connection.vendor == "postgresql" and not graph_uses_models(graph):
         with connection.cursor() as cursor:
             cursor.execute(_modelless_usage_sql(), {"run": run_id, "ran": list(RAN), "final": list(RUN_FINAL_STATUSES)})
         return
     usage_record_for_run(run_id=run_id)
 
 
-def _uses_models(graph: dict) -> bool:
+def graph_uses_models(graph: dict) -> bool:
     """Whether ``graph`` (or a sub-graph one of its nodes runs) has a node that calls a model."""
     for node in graph["nodes"]:
         if node["type"] in MODEL_NODE_TYPES:
             return True
         subgraphs = get_node_type(node["type"]).subgraphs(node.get("config") or {})
-        if any(_uses_models(subgraph) for _, subgraph, _ in subgraphs):
+        if any(graph_uses_models(subgraph) for _, subgraph, _ in subgraphs):
             return True
     return False
 
 
-@functools.cache
-def _modelless_usage_sql() -> str:
-    """The one row of a finished run that used no model, from the run, its workflow and its tasks.
+def modelless_usage_insert_sql(*, run: str) -> str:
+    """The INSERT of the one row of a run that used no model, from ``run`` (an alias with the run's
+    columns as they are once it ended), its node count a parameter (``%s``); nothing if it has rows.
+    For ``DatabaseJournal``, which meters such a run in the statement that ends it."""
+    return _modelless_usage_insert(run=run, node_count="%s")
 
-    The run's row is locked as :func:`usage_record_for_run` locks it. This statement's snapshot
-    predates the lock, so a row written meanwhile by the lock's previous holder is not seen by
-    ``NOT EXISTS``: the unique constraint then stops the second row (``ON CONFLICT DO NOTHING``).
-    """
+
+def _modelless_usage_insert(*, run: str, node_count: str) -> str:
     quote = connection.ops.quote_name
-    usage, runs, tasks = UsageMetric._meta, Run._meta, Task._meta
+    usage, runs = UsageMetric._meta, Run._meta
     workflows = runs.get_field("workflow").related_model._meta
 
     def column(meta, name: str) -> str:
@@ -97,25 +97,44 @@ def _modelless_usage_sql() -> str:
             "duration_ms", "created_at",
         )
     )  # fmt: skip
+    return f"""INSERT INTO {quote(usage.db_table)} ({columns})
+SELECT COALESCE({run}.{column(runs, "triggered_by")}, w.{column(workflows, "owner")}), {run}.{column(runs, "app")},
+    {run}.{column(runs, "workflow")}, {run}.{column(runs, "id")}, '', '', 0, 0, {node_count},
+    GREATEST(0, COALESCE(floor(1000 * extract(epoch FROM {run}.{column(runs, "finished_at")}
+        - COALESCE({run}.{column(runs, "started_at")}, {run}.{column(runs, "created_at")}))), 0))::bigint,
+    now()
+FROM {run} JOIN {quote(workflows.db_table)} w ON w.{column(workflows, "id")} = {run}.{column(runs, "workflow")}
+WHERE NOT EXISTS (
+    SELECT 1 FROM {quote(usage.db_table)} u WHERE u.{column(usage, "run")} = {run}.{column(runs, "id")}
+)
+ON CONFLICT ({column(usage, "run")}, {column(usage, "provider")}, {column(usage, "model")})
+    WHERE {column(usage, "run")} IS NOT NULL DO NOTHING"""  # noqa: S608
+
+
+@functools.cache
+def _modelless_usage_sql() -> str:
+    """The one row of a finished run that used no model, from the run, its workflow and its tasks.
+
+    The run's row is locked as :func:`usage_record_for_run` locks it. This statement's snapshot
+    predates the lock, so a row written meanwhile by the lock's previous holder is not seen by
+    ``NOT EXISTS``: the unique constraint then stops the second row (``ON CONFLICT DO NOTHING``).
+    """
+    quote = connection.ops.quote_name
+    runs, tasks = Run._meta, Task._meta
+
+    def column(meta, name: str) -> str:
+        return quote(meta.get_field(name).column)
+
+    # Names from the models' _meta, quoted; the values are parameters.
+    task_run, task_status = column(tasks, "run"), column(tasks, "status")
+    node_count = f"""(SELECT count(*) FROM {quote(tasks.db_table)} t
+        WHERE t.{task_run} = run.{column(runs, "id")} AND t.{task_status} = ANY(%(ran)s))"""  # noqa: S608
     return f"""
 WITH run AS (
     SELECT * FROM {quote(runs.db_table)} WHERE {column(runs, "id")} = %(run)s
         AND {column(runs, "status")} = ANY(%(final)s) FOR UPDATE
 )
-INSERT INTO {quote(usage.db_table)} ({columns})
-SELECT COALESCE(run.{column(runs, "triggered_by")}, w.{column(workflows, "owner")}), run.{column(runs, "app")},
-    run.{column(runs, "workflow")}, run.{column(runs, "id")}, '', '', 0, 0,
-    (SELECT count(*) FROM {quote(tasks.db_table)} t
-        WHERE t.{column(tasks, "run")} = run.{column(runs, "id")} AND t.{column(tasks, "status")} = ANY(%(ran)s)),
-    GREATEST(0, COALESCE(floor(1000 * extract(epoch FROM run.{column(runs, "finished_at")}
-        - COALESCE(run.{column(runs, "started_at")}, run.{column(runs, "created_at")}))), 0))::bigint,
-    now()
-FROM run JOIN {quote(workflows.db_table)} w ON w.{column(workflows, "id")} = run.{column(runs, "workflow")}
-WHERE NOT EXISTS (
-    SELECT 1 FROM {quote(usage.db_table)} u WHERE u.{column(usage, "run")} = run.{column(runs, "id")}
-)
-ON CONFLICT ({column(usage, "run")}, {column(usage, "provider")}, {column(usage, "model")})
-    WHERE {column(usage, "run")} IS NOT NULL DO NOTHING"""  # noqa: S608
+{_modelless_usage_insert(run="run", node_count=node_count)}"""  # noqa: S608
 
 
 def usage_sweep(*, now: datetime | None = None, limit: int | None = None, lookback_s=_DEFAULT) -> int:

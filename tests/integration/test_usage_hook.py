@@ -8,6 +8,7 @@ import pytest
 import workflows.usage
 from history.models import UsageMetric
 from tests.factories import RunFactory
+from workflows.execution import runner
 from workflows.execution.runner import run_execute
 from workflows.execution.services import run_cancel
 from workflows.models import Run
@@ -35,6 +36,8 @@ def test_a_metering_failure_is_logged_and_leaves_the_run_as_it_ended(monkeypatch
 
     monkeypatch.setattr(workflows.usage, "usage_record_for_run", broken)
     monkeypatch.setattr(workflows.usage, "usage_record_ended", broken)
+    # Metered after its end, as a run that used a model is (one that did not is metered with its end).
+    monkeypatch.setattr(runner, "graph_uses_models", lambda graph: True)
     run = RunFactory()
     with caplog.at_level(logging.ERROR, logger="workflows.execution.ending"):
         assert asyncio.run(run_execute(run_id=run.pk)) == "succeeded"

@@ -66,6 +66,7 @@ from workflows.engine import (
     storable_json,
 )
 from workflows.models import Run, RunEvent, RunStatus, Task, TaskStatus
+from workflows.usage import RAN, modelless_usage_insert_sql
 
 from . import live
 
@@ -116,7 +117,7 @@ def _key(name: str) -> str:
 
 
 @functools.cache
-def _batch_sql(*, final: bool, deferred: bool = False) -> str:
+def _batch_sql(*, final: bool, deferred: bool = False, metered: bool = False) -> str:
     """A batch in one statement (PostgreSQL), its table and column names read from the models.
 
     ``deferred``: the commit of a batch that is not final does not wait for the WAL flush (set for
@@ -128,7 +129,8 @@ def _batch_sql(*, final: bool, deferred: bool = False) -> str:
     with the guard; cancels the task rows still open that it does not write (those it writes
     were closed before, in Python: one statement may not update a row twice); and its commit
     waits for the WAL flush (``set_config(..., is_local => true)`` lasts until the statement's
-    own transaction commits).
+    own transaction commits). ``metered``: the final batch also writes the usage row of a run that
+    used no model (``workflows.usage``), from the run as it ended, its node count a parameter.
     """
     runs, events, tasks = _Names(Run), _Names(RunEvent), _Names(Task)
     event_fields = ["seq", "type", "node_id", "data", "at"]
@@ -159,12 +161,16 @@ def _batch_sql(*, final: bool, deferred: bool = False) -> str:
         f"{tasks['finished_at']} = CASE WHEN t.{_key('touch_finished')} THEN t.{_key('finished_at')}"
         f" ELSE {tasks.table}.{tasks['finished_at']} END",
     ]
+    returning = f"{runs['id']} AS id"
+    if metered:  # what the usage row is made of, as the run ended
+        used = ["id", "triggered_by", "app", "workflow", "finished_at", "started_at", "created_at"]
+        returning = ", ".join(runs[name] for name in used)
     # Every name is a model's, quoted; every value a parameter.
     statement = f"""
 WITH moved AS (
     UPDATE {runs.table} SET {runs["last_seq"]} = %s{end}
     WHERE {runs["id"]} = %s AND {runs["lease_owner"]} = %s AND {runs["last_seq"]} = %s
-    RETURNING {runs["id"]} AS id
+    RETURNING {returning}
 ), events AS (
     INSERT INTO {events.table} ({events["run"]}, {events.columns(event_fields)})
     SELECT moved.id, {", ".join(value("e", events, name) for name in event_fields)}
@@ -184,12 +190,13 @@ WITH moved AS (
         # Deferred: its commit does not wait for the WAL flush (JOURNAL_SYNCHRONOUS_COMMIT off).
         flush = ", (SELECT set_config('synchronous_commit', 'off', true)) AS deferred" if deferred else ""
         return f"{statement}\nSELECT count(*) FROM moved{flush}"
+    meter = f", metered AS (\n{modelless_usage_insert_sql(run='moved')}\n)" if metered else ""
     return f"""{statement}, closed AS (
     UPDATE {tasks.table} SET {tasks["status"]} = %s, {tasks["finished_at"]} = %s
     FROM moved
     WHERE {tasks.table}.{tasks["run"]} = moved.id AND {tasks.table}.{tasks["status"]} = ANY(%s)
         AND {tasks.table}.{tasks["id"]} <> ALL(%s::{tasks.type("id")}[])
-)
+){meter}
 SELECT count(*) FROM moved, (SELECT set_config('synchronous_commit', 'on', true)) AS durable"""  # noqa: S608
 
 
@@ -289,6 +296,7 @@ class _Statement:
     known: dict
     rows: dict | None
     outputs: str | None = None
+    metered: bool = False
 
 
 @dataclass
@@ -336,6 +344,10 @@ class DatabaseJournal:
         #: one (on PostgreSQL); None once it cannot know them all.
         self._rows: dict[tuple[str, str], dict] | None = None
         self._end: RunEnd | None = None
+        #: Set by the runner for a run that uses no model: its usage row is written by the statement
+        #: that ends it, when this journal knows every task row (PostgreSQL); ``metered`` says it was.
+        self.meter_with_end = False
+        self.metered = False
 
     async def _call(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
@@ -660,6 +672,7 @@ class DatabaseJournal:
         final = batch[-1].final
         if final is not None:
             self._end = self._run_end(final, at=batch[-1].at, outputs=statement.outputs)
+            self.metered = statement.metered
 
     def _run_end(self, final: dict, *, at: datetime, outputs: str | None) -> RunEnd:
         """The run's end as the final batch stored it; the rows the batch did not write and left open
@@ -760,7 +773,11 @@ class DatabaseJournal:
         written = [row["id"] for row in changed]
         closed = [TaskStatus.CANCELLED, at, list(OPEN_TASK_STATUSES), written]
         params = [batch[-1].seq, *end, *guard, *encoded, *closed]
-        return _Statement(_batch_sql(final=True), params, known, rows, outputs)
+        metered = self.meter_with_end and rows is not None
+        if metered:  # the node executions that ran, as the run ends (those left open are cancelled)
+            ended = {**self._rows, **rows}.values()
+            params.append(sum(row["status"] in RAN for row in ended))
+        return _Statement(_batch_sql(final=True, metered=metered), params, known, rows, outputs, metered)
 
     async def heartbeat(self) -> str:
         renew = time.monotonic() - self._renewed >= weft_settings.HEARTBEAT_S

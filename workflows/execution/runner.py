@@ -14,6 +14,7 @@ from collections.abc import Callable
 from observability.runs import run_observed
 from workflows.engine import RunExecutor
 from workflows.models import RUN_FINAL_STATUSES, Run
+from workflows.usage import graph_uses_models
 
 from .ending import run_usage_record
 from .journal import DatabaseJournal, leases_release
@@ -51,6 +52,8 @@ async def run_execute(
             "trigger": run.trigger,
             "created_at": run.created_at.isoformat(),
         }
+        # A run that uses no model is metered by the statement that ends it, where the journal can.
+        journal.meter_with_end = not graph_uses_models(run.graph)
         with run_observed(run=run, journal=journal) as observed:
             executor = RunExecutor(
                 graph=run.graph,
@@ -61,7 +64,7 @@ async def run_execute(
                 ports=run_ports(run),
             )
             result = await executor.run()
-        if result.status in RUN_FINAL_STATUSES:
+        if result.status in RUN_FINAL_STATUSES and not journal.metered:
             # Metered on the run's own database thread and connection, once its end is committed.
             await journal.on_thread(functools.partial(run_usage_record, run_id=run.pk, graph=run.graph))
     finally:
