@@ -66,7 +66,7 @@ async def run_execute(
             result = await executor.run()
         if result.status in RUN_FINAL_STATUSES and not journal.metered:
             # Metered on the run's own database thread and connection, once its end is committed.
-            await journal.on_thread(functools.partial(run_usage_record, run_id=run.pk, graph=run.graph))
+            await journal.on_thread(functools.partial(run_usage_record, run_id=run.pk, graph=run.graph), last=True)
     finally:
         _executing.discard(journal.owner)
         await journal.close()
