@@ -32,10 +32,24 @@ _SECRET_NAME = re.compile(r"secret|password|passwd|token|api_?key|authori[sz]ati
 _SCALARS = (str, int, float, bool, type(None))
 
 
+#: Paths that carry a credential: a webhook trigger's token (``/api/v1/hooks/<token>/``). Django's
+#: request logger names the path of every 4xx and 5xx.
+_CREDENTIAL_PATHS = re.compile(r"(/hooks/)[^/\s?#\"']+")
+
+
+def redacted(text: str) -> str:
+    """``text`` with the credentials that paths carry replaced."""
+    return _CREDENTIAL_PATHS.sub(r"\1[redacted]", text)
+
+
 class ContextFilter(logging.Filter):
-    """Adds ``run_id``, ``node_id`` and ``trace_id`` (empty when unknown) to every record."""
+    """Adds ``run_id``, ``node_id`` and ``trace_id`` (empty when unknown) to every record, and takes
+    the credentials a path carries out of its message."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "/hooks/" in message:
+            record.msg, record.args = redacted(message), ()
         record.run_id = run_id_var.get()
         record.node_id = node_id_var.get()
         record.trace_id = trace_id_var.get()

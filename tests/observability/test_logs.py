@@ -115,3 +115,21 @@ def test_a_production_process_writes_json_lines():
     assert done.returncode == 0, done.stderr
     line = json.loads(done.stderr.strip().splitlines()[-1])
     assert (line["level"], line["logger"], line["message"]) == ("WARNING", "weft.probe", "hello")
+
+
+def test_a_webhook_token_in_a_logged_path_is_redacted():
+    # As Django's request logger names the path of a 4xx.
+    line = logs.JsonFormatter().format(record("%s: %s", "Not Found", "/api/v1/hooks/wh_s3cr3t-T0ken_value/"))
+    assert json.loads(line)["message"] == "Not Found: /api/v1/hooks/[redacted]/"
+    assert "s3cr3t" not in line
+
+
+def test_a_production_process_never_writes_a_webhook_token_it_was_called_with():
+    probe = (
+        "import django, logging; django.setup();"
+        "logging.getLogger('django.request').warning('%s: %s', 'Forbidden', '/api/v1/hooks/wh_c4nary-secret/?x=1')"
+    )
+    done = new_process(probe)
+    assert done.returncode == 0, done.stderr
+    assert "c4nary" not in done.stderr
+    assert "/api/v1/hooks/[redacted]/" in done.stderr
