@@ -166,7 +166,7 @@ class TaskInline(ViewOnlyMixin, admin.TabularInline):
 @admin.register(Run)
 class RunAdmin(ViewOnlyMixin, admin.ModelAdmin):
     list_display = ("id", "workflow", "status", "trigger", "version", "created_at", "started_at", "finished_at")
-    list_filter = ("status", "trigger", "created_at")
+    list_filter = ("status", "trigger", ("retry_of", admin.EmptyFieldListFilter), "created_at")
     search_fields = ("=id", "workflow__name", "=workflow__id", "chat_id")
     list_select_related = ("workflow",)
     date_hierarchy = "created_at"
@@ -178,6 +178,7 @@ class RunAdmin(ViewOnlyMixin, admin.ModelAdmin):
         "version",
         "status",
         "trigger",
+        "retry_of",
         "triggered_by",
         "app",
         "schedule",

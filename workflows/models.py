@@ -241,6 +241,8 @@ class RunTrigger(models.TextChoices):
     APP = "app", "Client app"
     SCHEDULE = "schedule", "Schedule"
     AGENT = "agent", "Agent"
+    WEBHOOK = "webhook", "Webhook"
+    ERROR_WORKFLOW = "error_workflow", "Error workflow"
 
 
 class Run(models.Model):
@@ -279,6 +281,11 @@ class Run(models.Model):
     cancel_requested = models.BooleanField(default=False)
     last_seq = models.PositiveIntegerField(default=0)
     trace_id = models.CharField(max_length=64, blank=True, default="")
+    # The failed (or cancelled) run this one retries from its failure (workflows/execution/retry.py).
+    # Indexed by idx_runs_retry_of, over retries only: every run's insert pays for each index it is in.
+    retry_of = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="retries", db_index=False
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -300,6 +307,7 @@ class Run(models.Model):
                 name="idx_runs_in_flight",
                 condition=Q(status__in=[RunStatus.PENDING, RunStatus.RUNNING]),
             ),
+            models.Index(fields=["retry_of"], name="idx_runs_retry_of", condition=Q(retry_of__isnull=False)),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=RunStatus.values), name="runs_status_valid"),

@@ -134,6 +134,9 @@ class RunSerializer(StrictModelSerializer):
     """A run with its tasks (prefetch ``tasks``), as the contract shows it."""
 
     workflow = serializers.UUIDField(source="workflow_id", read_only=True)
+    retry_of = serializers.UUIDField(
+        source="retry_of_id", read_only=True, allow_null=True, help_text="The run this one retries, if any."
+    )
     tasks = TaskSerializer(many=True, read_only=True)
 
     class Meta:
@@ -147,6 +150,7 @@ class RunSerializer(StrictModelSerializer):
             "outputs",
             "error",
             "version",
+            "retry_of",
             "tasks",
             "created_at",
             "started_at",
@@ -175,6 +179,7 @@ def finished_run_data(finished: FinishedRun) -> dict:
         "outputs": run.outputs,
         "error": run.error,
         "version": run.version,
+        "retry_of": None if run.retry_of_id is None else str(run.retry_of_id),
         "tasks": [
             {
                 "node_id": task["node_id"],

@@ -126,9 +126,11 @@ def _modelless_usage_sql() -> str:
         return quote(meta.get_field(name).column)
 
     # Names from the models' _meta, quoted; the values are parameters.
-    task_run, task_status = column(tasks, "run"), column(tasks, "status")
+    task_run, task_status, task_events = column(tasks, "run"), column(tasks, "status"), column(tasks, "events")
+    # A row a retry copied (no events) did not run again.
     node_count = f"""(SELECT count(*) FROM {quote(tasks.db_table)} t
-        WHERE t.{task_run} = run.{column(runs, "id")} AND t.{task_status} = ANY(%(ran)s))"""  # noqa: S608
+        WHERE t.{task_run} = run.{column(runs, "id")} AND t.{task_status} = ANY(%(ran)s)
+            AND t.{task_events} <> '[]'::jsonb)"""  # noqa: S608
     return f"""
 WITH run AS (
     SELECT * FROM {quote(runs.db_table)} WHERE {column(runs, "id")} = %(run)s
@@ -196,7 +198,12 @@ def _usage_write(*, run_id) -> tuple[list[UsageMetric], bool]:
             return existing, False
         if not run.is_finished:
             raise Conflict("The run has not finished; its usage is not known yet.", code="run_not_finished")
-        tasks = list(Task.objects.filter(run=run, status__in=RAN).only("node_id", "node_type", "scope", "output_data"))
+        # Rows a retry copied from the run it retries (no events: workflows.execution.retry) did not run again.
+        tasks = list(
+            Task.objects.filter(run=run, status__in=RAN)
+            .exclude(events=[])
+            .only("node_id", "node_type", "scope", "output_data")
+        )
         tokens = _tokens_by_model(run=run, tasks=tasks) or {("", ""): (0, 0)}
         started = run.started_at or run.created_at
         duration_ms = max(int((run.finished_at - started).total_seconds() * 1000), 0) if run.finished_at else 0

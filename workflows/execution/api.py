@@ -2,12 +2,13 @@
 
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.api.parsers import StrictJSONParser
 from config.api.responses import RUN_QUOTA_429
+from config.api.serializers import StrictSerializer
 from config.errors import Forbidden, NotFound
 from workflows.engine import validate_graph
 from workflows.permissions import CAN_RUN, CAN_VIEW
@@ -15,7 +16,7 @@ from workflows.selectors import runs_for_user, workflow_get_for_user, workflow_g
 from workflows.serializers import RunSerializer, finished_run_data
 from workflows.services import GraphInvalid
 
-from . import services
+from . import retry, services
 from .serializers import (
     GraphInvalidSerializer,
     GraphValidateSerializer,
@@ -91,6 +92,60 @@ class RunCancelApi(_JsonApi):
         run = services.run_cancel(run=run, user=request.user)
         body = {"id": run.pk, "status": run.status, "cancel_requested": run.cancel_requested}
         return Response(RunCancelledSerializer(body).data, status=status.HTTP_202_ACCEPTED)
+
+
+class RunRetrySerializer(StrictSerializer):
+    graph = serializers.ChoiceField(
+        choices=retry.RETRY_GRAPHS,
+        required=False,
+        default=retry.RETRY_GRAPH_SAME,
+        help_text="`same`: the failed run's own graph and version; `current`: the workflow's draft, if the nodes "
+        "that succeeded are unchanged in it.",
+    )
+
+
+class RunRetriedSerializer(RunStartedSerializer):
+    retry_of = serializers.UUIDField(help_text="The run retried.")
+
+
+class RunRetryConflictSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    code = serializers.CharField(help_text="`run_not_retryable` or `retry_graph_changed`.")
+    field = serializers.CharField(required=False)
+    nodes = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="`retry_graph_changed`: the succeeded nodes that differ (`each/call`: a node of iteration `each`).",
+    )
+
+
+class RunRetryApi(_JsonApi):
+    @extend_schema(
+        operation_id="run_retry",
+        request=RunRetrySerializer,
+        responses={
+            202: RunRetriedSerializer,
+            400: OpenApiResponse(GraphInvalidSerializer, description="`current`: the draft is not valid."),
+            409: RunRetryConflictSerializer,
+            429: RUN_QUOTA_429,
+        },
+        tags=["runs"],
+    )
+    def post(self, request, id):
+        """Retry a failed or cancelled run from its failure: a new run (`retry_of`) that reuses the outputs
+        of the nodes that succeeded, without executing them again, and executes the rest."""
+        run = runs_for_user(user=request.user).filter(pk=id).first()
+        if run is None:
+            raise NotFound("No such run.")
+        try:
+            workflow = workflow_get_for_user(user=request.user, workflow_id=run.workflow_id, roles=CAN_RUN)
+        except Forbidden:
+            raise Forbidden("Your role does not allow retrying runs of this workflow.") from None
+        serializer = RunRetrySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        new = retry.run_retry(run=run, workflow=workflow, user=request.user, graph=serializer.validated_data["graph"])
+        body = {**_run_links(request, new), "retry_of": run.pk}
+        return Response(RunRetriedSerializer(body).data, status=status.HTTP_202_ACCEPTED)
 
 
 class WorkflowValidateApi(_JsonApi):

@@ -1,5 +1,5 @@
 // A run, live: the graph coloured by node state, a timeline with durations, streamed llm
-// text, outputs and errors per node, and Cancel.
+// text, outputs and errors per node, Cancel, and Retry from failure (a failed or cancelled run).
 //
 // The socket is always opened with ?after=<last seq seen> (0 at first), so the server replays
 // every stored event we have not seen, then streams new ones: node states are driven by events,
@@ -12,6 +12,7 @@ import { $, between, formatDuration, h, pretty, showError } from "../dom.js";
 import { drawGraph } from "../graph.js";
 
 const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
+const RETRYABLE = new Set(["failed", "cancelled"]);
 const CLOSE_NO_RETRY = new Set([4400, 4401, 4404]);
 
 const state = {
@@ -49,6 +50,7 @@ function setStatus(status) {
   badge.className = `badge status-${status}`;
   const cancel = $("#cancel-run");
   cancel.hidden = FINISHED.has(status);
+  $("#retry").hidden = !RETRYABLE.has(status);
 }
 
 // --- Rendering -----------------------------------------------------------------------------
@@ -362,12 +364,33 @@ function setupCancel() {
   });
 }
 
+// A new run linked to this one (`retry_of`) that reuses the outputs of the nodes that succeeded
+// and executes the rest; followed on its own page. A 409 (a succeeded node changed in the draft,
+// or the run is not one to retry) says why, naming the nodes.
+function setupRetry() {
+  const button = $("#retry-run");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    button.textContent = "Retrying…";
+    try {
+      const graph = $("#retry-current").checked ? "current" : "same";
+      const answer = await api(`runs/${state.runId}/retry/`, { method: "POST", body: { graph } });
+      window.location.assign(`/runs/${encodeURIComponent(answer.id)}/`);
+    } catch (error) {
+      showError(errorText(error.body) || error.message);
+      button.disabled = false;
+      button.textContent = "Retry from failure";
+    }
+  });
+}
+
 export function init(data) {
   state.runId = data.run;
   graph = JSON.parse($("#run-graph").textContent);
   drawn = drawGraph($("#graph"), graph, { onSelect: selectNode });
   renderNodeCards();
   setupCancel();
+  setupRetry();
   setStatus("pending");
   $("#cancel-run").hidden = false;
   // A hook for checks and for the curious: drop the socket as a network failure would.
