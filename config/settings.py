@@ -64,6 +64,8 @@ INSTALLED_APPS = [
     "axes",
     "accounts",
     "licensing",
+    "alerts",
+    "hooks",
     "workflows",
     "agents",
     "history",
@@ -222,9 +224,22 @@ CELERY_BEAT_SCHEDULE = {
     # Every schedule's ticks, from one entry (workflows/schedules/services.py), and their results.
     "weft-schedules-fire": {"task": "workflows.schedules_fire_due", "schedule": WEFT["SCHEDULES"]["TICK_INTERVAL_S"]},
     "weft-schedules-sync": {"task": "workflows.schedules_sync", "schedule": 30.0},
+    # Notification retries whose task was lost, and those a dead worker left sending (alerts/).
+    "weft-alerts-deliveries-sweep": {"task": "alerts.deliveries_sweep", "schedule": 60.0},
 }
 # Longer than the longest run, so that a run's message is not redelivered while it is running.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("WEFT_BROKER_VISIBILITY_TIMEOUT_S", default=6 * 3600)}
+
+# --- Email (run notifications, alerts/): printed to the console unless a backend is configured ---
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="weft@localhost")
+# For EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend:
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 
 # --- The API ----------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -9,11 +9,13 @@ api_v1 = [
     path("auth/", include("accounts.urls")),
     path("app/", include("licensing.app_urls")),
     path("", include("workflows.urls")),
+    path("", include("alerts.urls")),
     path("", include("workflows.releases.urls")),
     path("", include("agents.urls")),
     path("", include("templates.urls")),
     path("", include("licensing.urls")),
     path("", include("history.urls")),
+    path("", include("hooks.urls")),
 ]
 
 # Under /api/, Django's own 400 (a body too large for request.body...) answers the API's JSON error.

@@ -124,6 +124,10 @@ class TaskFactory(factory.django.DjangoModelFactory):
     node_id = factory.Sequence(lambda n: f"node{n}")
     node_type = "template"
     name = factory.LazyAttribute(lambda o: o.node_id)
+    # As the journal writes a task: with the events of its execution (a row a retry copied has none).
+    events = factory.LazyFunction(
+        lambda: [{"seq": 1, "type": "node.started", "attempt": 1, "at": timezone.now().isoformat()}]
+    )
 
 
 class RunEventFactory(factory.django.DjangoModelFactory):

@@ -180,6 +180,8 @@ def test_canary_secrets_never_appear_in_an_answer_a_page_or_a_log(
     )
     assert tool.status_code == 201, tool.content
 
+    trigger_secret = canary("hook")
+    alert_secret = canary("alert")
     app = user_client.post("/api/v1/apps/", {"name": "Canary app"}, format="json")
     assert app.status_code == 201, app.content
     app_secret = app.json()["api_secret"]
@@ -225,7 +227,16 @@ def test_canary_secrets_never_appear_in_an_answer_a_page_or_a_log(
     assert shown, admin_app.context["adminform"].form.errors if admin_app.context.get("adminform") else admin_app
     admin_app_secret = shown.group(1).rstrip(".")
 
-    canaries = [provider_key, provider_key_rejected, admin_provider_key, app_secret, admin_app_secret, tool_token]
+    canaries = [
+        provider_key,
+        provider_key_rejected,
+        admin_provider_key,
+        app_secret,
+        admin_app_secret,
+        tool_token,
+        trigger_secret,
+        alert_secret,
+    ]
     for response, where in (
         (created, "the provider's create answer"),
         (rejected, "a 400 body"),
@@ -245,6 +256,22 @@ def test_canary_secrets_never_appear_in_an_answer_a_page_or_a_log(
     app_client = APIClient()
     app_client.credentials(HTTP_AUTHORIZATION=f"Bearer {app.json()['api_key']}:{app_secret}")
     app_run = RunFactory(workflow=WorkflowFactory(owner=user), app_id=app.json()["id"], trigger="app")
+    # A webhook trigger with a secret, on one of the newest workflows (the sweep reads the first ones).
+    trigger = user_client.post(
+        f"/api/v1/workflows/{app_run.workflow_id}/triggers/",
+        {"name": "Canary hook", "secret": trigger_secret},
+        format="json",
+    )
+    assert trigger.status_code == 201, trigger.content
+    assert_no_canary(canaries, trigger.content.decode(), "the trigger's create answer")
+    # A failure policy's webhook secret, on the same workflow.
+    policy = user_client.put(
+        f"/api/v1/workflows/{app_run.workflow_id}/failure-policy/",
+        {"webhook_url": "https://hooks.example.com/weft", "webhook_secret": alert_secret},
+        format="json",
+    )
+    assert policy.status_code == 200, policy.content
+    assert_no_canary(canaries, policy.content.decode(), "the failure policy's answer")
     sweep = ApiSweep(
         clients={"/": user_client, "/api/v1/app/": app_client},
         known_ids={"/api/v1/app/runs/": [app_run.id], "/api/v1/app/chats/": ["canary-chat"]},

@@ -18,6 +18,7 @@ from workflows.models import Run, RunEvent, RunStatus, Task, TaskStatus
 
 from . import live
 from .journal import OPEN_TASK_STATUSES
+from .signals import run_ended_send
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ def run_close(*, run_id, guard: Q, status: str, now, error: str = "") -> bool:
     transaction.on_commit(lambda: _publish_now(workflow_id=workflow_id, message=message), robust=True)
     transaction.on_commit(lambda: run_usage_record(run_id=run_id))
     transaction.on_commit(lambda: runs_finished_count(status=status))
+    transaction.on_commit(lambda: run_ended_send(run_id=run_id, workflow_id=workflow_id, status=status))
     return True
 
 

@@ -351,6 +351,11 @@ class DatabaseJournal:
         #: ``committed`` when ``on_thread(..., last=True)`` closed the connection.
         self._closed_at: int | None = None
 
+    @property
+    def ended(self) -> RunEnd | None:
+        """The run's end as this journal committed it (None before)."""
+        return self._end
+
     async def _call(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
 

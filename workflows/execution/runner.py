@@ -19,6 +19,7 @@ from workflows.usage import graph_uses_models
 from .ending import run_usage_record
 from .journal import DatabaseJournal, leases_release
 from .ports import run_ports
+from .signals import run_ended_send
 
 
 def worker_name() -> str:
@@ -64,13 +65,24 @@ async def run_execute(
                 ports=run_ports(run),
             )
             result = await executor.run()
-        if result.status in RUN_FINAL_STATUSES and not journal.metered:
-            # Metered on the run's own database thread and connection, once its end is committed.
-            await journal.on_thread(functools.partial(run_usage_record, run_id=run.pk, graph=run.graph), last=True)
+        if result.status in RUN_FINAL_STATUSES:
+            # On the run's own database thread and connection, once its end is committed.
+            # The status as committed (a success whose outputs could not be stored ended failed).
+            status = journal.ended.status if journal.ended is not None else result.status
+            ended = functools.partial(_run_ended, run=run, status=status, metered=journal.metered)
+            await journal.on_thread(ended, last=True)
     finally:
         _executing.discard(journal.owner)
         await journal.close()
     return result.status
+
+
+def _run_ended(*, run: Run, status: str, metered: bool) -> None:
+    """What follows a run's committed end: its metering (unless the journal's final statement did it)
+    and the ``run_ended`` signal."""
+    if not metered:
+        run_usage_record(run_id=run.pk, graph=run.graph)
+    run_ended_send(run_id=run.pk, workflow_id=run.workflow_id, status=status)
 
 
 def runs_hand_back() -> list[uuid.UUID]:

@@ -34,6 +34,7 @@ from django.utils import timezone
 from config.errors import Forbidden, InvalidInput, NotFound, RateLimited
 from history.services import audit_log_record
 from workflows.execution.services import run_start
+from workflows.execution.signals import run_ended_send
 from workflows.models import (
     Run,
     RunEvent,
@@ -443,6 +444,9 @@ def _run_record_unstartable(
                 last_seq=1,
             )
             RunEvent.objects.create(run=run, seq=1, type="run.failed", data={"error": error}, at=now)
+            transaction.on_commit(
+                lambda: run_ended_send(run_id=run.pk, workflow_id=run.workflow_id, status=RunStatus.FAILED)
+            )
     except IntegrityError:
         return None
     logger.warning("Schedule %s could not start its run for %s: %s", schedule.pk, tick, message)
