@@ -111,3 +111,8 @@ export async function missingProviders(graph) {
   const known = new Set(providers.map((p) => p.id.toLowerCase()));
   return refs.filter((ref) => !UUID.test(ref.provider) || !known.has(ref.provider));
 }
+
+// What to tell the user about a failed call: the API's own words, else the error's.
+export function errorMessage(error) {
+  return errorText(error.body) || error.message;
+}

@@ -59,3 +59,22 @@ export function between(startIso, endIso) {
 export function pretty(value) {
   return JSON.stringify(value, null, 2);
 }
+
+// A button that asks for a second click before it acts: nothing is removed by one stray click.
+export function confirmButton(label, confirmLabel, action, attrs = {}) {
+  const button = h("button", { type: "button", class: "danger", ...attrs }, label);
+  button.addEventListener("click", async () => {
+    if (button.dataset.armed !== "true") {
+      button.dataset.armed = "true";
+      button.textContent = confirmLabel;
+      return;
+    }
+    button.disabled = true;
+    await action();
+  });
+  button.addEventListener("blur", () => {
+    button.dataset.armed = "false";
+    button.textContent = label;
+  });
+  return button;
+}

@@ -1,32 +1,12 @@
 // Apps and licenses: create a client app (its secret shown once), license it for your workflows,
 // turn licenses on and off, rotate an app's credentials, delete it.
 
-import { api, errorText, listAll } from "../api.js";
-import { $, h, showError } from "../dom.js";
+import { api, errorMessage, listAll } from "../api.js";
+import { $, confirmButton, h, showError } from "../dom.js";
 
 let workflows = [];
 
-function message(error) {
-  return errorText(error.body) || error.message;
-}
 
-function confirmButton(label, confirmLabel, action, attrs = {}) {
-  const button = h("button", { type: "button", class: "danger", ...attrs }, label);
-  button.addEventListener("click", async () => {
-    if (button.dataset.armed !== "true") {
-      button.dataset.armed = "true";
-      button.textContent = confirmLabel;
-      return;
-    }
-    button.disabled = true;
-    await action();
-  });
-  button.addEventListener("blur", () => {
-    button.dataset.armed = "false";
-    button.textContent = label;
-  });
-  return button;
-}
 
 // The credentials an answer of create or rotate carries: shown here, and nowhere once dismissed.
 function showSecret(app) {
@@ -64,7 +44,7 @@ function licenseItem(license) {
     try {
       await api(`licenses/${license.id}/`, { method: "PATCH", body: { status: on ? "disabled" : "enabled" } });
     } catch (error) {
-      showError(message(error));
+      showError(errorMessage(error));
     }
     await load();
   });
@@ -72,7 +52,7 @@ function licenseItem(license) {
     try {
       await api(`licenses/${license.id}/`, { method: "DELETE" });
     } catch (error) {
-      showError(message(error));
+      showError(errorMessage(error));
     }
     await load();
   });
@@ -94,7 +74,7 @@ function appCard(app, licenses) {
       try {
         showSecret(await api(`apps/${app.id}/rotate/`, { method: "POST", body: {} }));
       } catch (error) {
-        showError(message(error));
+        showError(errorMessage(error));
       }
       await load();
     },
@@ -107,7 +87,7 @@ function appCard(app, licenses) {
       try {
         await api(`apps/${app.id}/`, { method: "DELETE" });
       } catch (error) {
-        showError(message(error));
+        showError(errorMessage(error));
       }
       await load();
     },
@@ -141,7 +121,7 @@ async function load() {
     $("#app-empty").hidden = apps.length > 0;
     fillSelects(apps);
   } catch (error) {
-    showError(message(error));
+    showError(errorMessage(error));
   }
 }
 
@@ -162,7 +142,7 @@ function setupForms() {
       showError("", '[data-role="form-error"]');
       if (workflowId) await api("licenses/", { method: "POST", body: { app: app.id, group: workflowId } });
     } catch (error) {
-      showError(message(error), '[data-role="form-error"]');
+      showError(errorMessage(error), '[data-role="form-error"]');
     } finally {
       button.disabled = false;
     }
@@ -175,7 +155,7 @@ function setupForms() {
       await api("licenses/", { method: "POST", body: { app: Number(license.app.value), group: license.group.value } });
       showError("", '[data-role="license-error"]');
     } catch (error) {
-      showError(message(error), '[data-role="license-error"]');
+      showError(errorMessage(error), '[data-role="license-error"]');
     }
     await load();
   });

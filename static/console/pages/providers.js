@@ -1,8 +1,8 @@
 // LLM providers: add one (the key is write-only), test it, remove it, see which of your workflows
 // use it, and point the workflows whose llm nodes name a provider you do not have at one you do.
 
-import { api, errorText, listAll, providerRefs } from "../api.js";
-import { $, h, showError } from "../dom.js";
+import { api, errorMessage, listAll, providerRefs } from "../api.js";
+import { $, confirmButton, h, showError } from "../dom.js";
 
 // What to do about each code of POST providers/<id>/test/.
 const HINTS = {
@@ -16,28 +16,7 @@ const HINTS = {
 
 let providers = [];
 
-function message(error) {
-  return errorText(error.body) || error.message;
-}
 
-// A button that asks for a second click before it acts: nothing is removed by one stray click.
-function confirmButton(label, confirmLabel, action, attrs = {}) {
-  const button = h("button", { type: "button", class: "danger", ...attrs }, label);
-  button.addEventListener("click", async () => {
-    if (button.dataset.armed !== "true") {
-      button.dataset.armed = "true";
-      button.textContent = confirmLabel;
-      return;
-    }
-    button.disabled = true;
-    await action();
-  });
-  button.addEventListener("blur", () => {
-    button.dataset.armed = "false";
-    button.textContent = label;
-  });
-  return button;
-}
 
 async function testProvider(provider, result) {
   result.textContent = "Testing…";
@@ -51,7 +30,7 @@ async function testProvider(provider, result) {
       : `${answer.error} ${HINTS[answer.code] || ""}`.trim();
   } catch (error) {
     result.dataset.ok = "false";
-    result.textContent = message(error);
+    result.textContent = errorMessage(error);
   }
 }
 
@@ -80,7 +59,7 @@ function providerRow(provider, uses) {
         await api(`providers/${provider.id}/`, { method: "DELETE" });
         showError("");
       } catch (error) {
-        showError(message(error));
+        showError(errorMessage(error));
       }
       await load();
     },
@@ -127,7 +106,7 @@ function missingItem(workflow, refs, focused) {
       await useProvider(workflow.id, refs, select.value);
       showError("");
     } catch (error) {
-      showError(message(error));
+      showError(errorMessage(error));
     }
     await load();
   });
@@ -172,7 +151,7 @@ async function load() {
     $("#missing-list").replaceChildren(...missing.map((m) => missingItem(m.workflow, m.refs, m.workflow.id === focus)));
     $("#missing-providers").hidden = missing.length === 0;
   } catch (error) {
-    showError(message(error));
+    showError(errorMessage(error));
   }
 }
 
@@ -194,7 +173,7 @@ function setupForm() {
       showError("", '[data-role="form-error"]');
       await load();
     } catch (error) {
-      showError(message(error), '[data-role="form-error"]');
+      showError(errorMessage(error), '[data-role="form-error"]');
     } finally {
       // The key is not kept in the page once sent, whether or not it was accepted.
       form.api_key.value = "";
