@@ -28,6 +28,11 @@ class FailurePolicyApi(GenericAPIView):
     filter_backends: list = []
     queryset = FailurePolicy.objects.none()
 
+    def get_object(self) -> FailurePolicy:
+        """The policy an editor changes (DRF's OPTIONS asks for it to describe PUT)."""
+        workflow = workflow_get_for_user(user=self.request.user, workflow_id=self.kwargs["id"], roles=CAN_EDIT)
+        return policy_for_workflow(workflow=workflow) or FailurePolicy(workflow=workflow)
+
     @extend_schema(operation_id="failure_policy_get", responses=FailurePolicySerializer, tags=["alerts"])
     def get(self, request, id):
         """The policy; the defaults (nothing set) when the workflow has none."""

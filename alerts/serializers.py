@@ -25,6 +25,7 @@ class FailurePolicySerializer(StrictModelSerializer):
     """A workflow's failure policy as the API shows it: the webhook secret never, only whether one is set."""
 
     webhook_secret_set = serializers.SerializerMethodField()
+    updated_at = serializers.DateTimeField(read_only=True, allow_null=True, help_text="Null: no policy set yet.")
 
     class Meta:
         model = FailurePolicy

@@ -29,7 +29,8 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 
 def _with_token(request, trigger: Trigger, token: str) -> dict:
     url = request.build_absolute_uri(reverse("hook", kwargs={"token": token}))
-    return TriggerWithTokenSerializer({**TriggerSerializer(trigger).data, "token": token, "url": url}).data
+    # TriggerWithTokenSerializer's fields: the trigger as shown, with its token and URL this once.
+    return {**TriggerSerializer(trigger).data, "token": token, "url": url}
 
 
 def _trigger(*, workflow, trigger_id) -> Trigger:

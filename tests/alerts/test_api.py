@@ -63,6 +63,9 @@ def test_a_workflow_without_a_policy_shows_nothing_set(user_client, failing_work
     data = user_client.get(policy_url(failing_workflow)).json()
 
     assert (data["enabled"], data["error_workflow"], data["webhook_url"], data["emails"]) == (False, None, "", [])
+    assert data["updated_at"] is None
+    # DRF's OPTIONS describes PUT from the policy an editor would change.
+    assert user_client.options(policy_url(failing_workflow)).status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -181,6 +181,7 @@ def test_csv_with_too_many_keys_keeps_the_side_as_one_json_column(user_client, u
         ({"status": "failed,"}, "status"),
         ({"workflow": "not-a-uuid"}, "workflow"),
         ({"stauts": "failed"}, "stauts"),
+        ({"": "38774"}, "(a parameter without a name)"),
     ],
 )
 def test_a_bad_parameter_is_a_400_naming_it(user_client, params, field):

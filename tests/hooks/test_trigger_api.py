@@ -25,6 +25,7 @@ def test_creating_a_trigger_shows_its_token_and_url_once_and_keeps_only_a_hash(u
 
     assert response.status_code == 201, response.content
     created = response.json()
+    assert created["workflow"] == str(workflow.pk)  # the whole trigger, as the schema says, and its token
     token = created["token"]
     assert token.startswith("whk_")
     assert len(token) > 40

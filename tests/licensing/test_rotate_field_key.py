@@ -1,6 +1,7 @@
 """`manage.py rotate_field_key`: values written with an old key are readable with the new one."""
 
 import pickle
+import secrets
 from io import StringIO
 
 import pytest
@@ -14,6 +15,8 @@ from django_cryptography.fields import encrypt
 from django_cryptography.utils.crypto import FernetBytes
 
 from agents.models import LLMProvider
+from alerts.models import FailurePolicy
+from hooks.models import Trigger
 from licensing.management.commands.rotate_field_key import (
     current_writer,
     derive_field_key,
@@ -22,7 +25,7 @@ from licensing.management.commands.rotate_field_key import (
     field_format_problem,
 )
 from licensing.models import App
-from tests.factories import AppFactory, LLMProviderFactory, ToolFactory
+from tests.factories import AppFactory, LLMProviderFactory, ToolFactory, WorkflowFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -145,11 +148,22 @@ def test_without_a_previous_key_it_refuses():
 
 # --- End to end: values the field library wrote under the old key --------------------------------
 
+
 #: A secret per encrypted field; a new encrypted field fails the test until it is added here.
+def _trigger():
+    return Trigger.objects.create(workflow=WorkflowFactory(), token_hash=secrets.token_hex(32), token_prefix="whk_test")
+
+
+def _failure_policy():
+    return FailurePolicy.objects.create(workflow=WorkflowFactory())
+
+
 SECRETS = {
     "licensing.App.api_secret": (AppFactory, "app-secret-under-key-A"),
     "agents.LLMProvider.api_key": (LLMProviderFactory, "sk-provider-under-key-A"),
     "agents.Tool.secret_headers": (ToolFactory, {"Authorization": "Bearer tool-token-under-key-A"}),
+    "hooks.Trigger.secret": (_trigger, "trigger-secret-under-key-A"),
+    "alerts.FailurePolicy.webhook_secret": (_failure_policy, "webhook-secret-under-key-A"),
 }
 
 

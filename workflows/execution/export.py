@@ -93,7 +93,8 @@ def run_export_clean(*, user, params) -> RunExport:
     """The runs ``user`` may see that ``params`` (the query parameters) select; InvalidInput naming a bad one."""
     unknown = sorted(set(params) - set(PARAMETERS))
     if unknown:
-        raise InvalidInput(f"Unknown parameter; the filters are {', '.join(PARAMETERS)}.", field=unknown[0])
+        name = unknown[0] or "(a parameter without a name)"
+        raise InvalidInput(f"Unknown parameter; the filters are {', '.join(PARAMETERS)}.", field=name)
     export_format = params.get("format") or "jsonl"
     if export_format not in FORMATS:
         raise InvalidInput(f"One of {', '.join(FORMATS)}.", field="format")
