@@ -7,6 +7,7 @@ import { api, ApiError, errorText, missingProviders, openSocket } from "../api.j
 import { $, between, formatDuration, formatTime, h, pretty, showError } from "../dom.js";
 import { dslShapeIssues, loadDslSchema } from "../dsl.js";
 import { drawGraph, fillLegend } from "../graph.js";
+import { initFailurePolicy, initTriggers } from "./workflow-triggers.js";
 
 let workflowId = null;
 let workflow = null;
@@ -599,6 +600,9 @@ export async function init(data) {
   workflowId = data.workflow;
   setupPublish();
   setupEditor();
+  // The Triggers and "When a run fails" panels load on their own and show their own errors.
+  initTriggers(workflowId);
+  initFailurePolicy(workflowId);
   try {
     await loadWorkflow();
     $("#graph-editor").value = pretty(workflow.graph);
