@@ -22,12 +22,13 @@ NPROC := $(shell nproc 2>/dev/null || echo 1)
 # in pytest-django's order (transactional ones after the others), which --dist worksteal breaks.
 XDIST := $(shell [ $(NPROC) -ge 2 ] && echo "-n auto --maxschedchunk 2")
 
-.PHONY: loadgen help run serve demo migrate collectstatic test test-journal-sqlite lint lint-js bench clean venv install install-dev lock sandbox browser
+.PHONY: loadgen help run serve demo migrate collectstatic test test-journal-sqlite test-embedded lint lint-js bench clean venv install install-dev lock sandbox browser
 
 help:
 	@echo "make run      create the venv, install, migrate SQLite, load the demo, serve on \$$PORT (default 8000)"
 	@echo "make test     install the dev tools and run the whole test suite (PYTEST_ARGS=... to pass options)"
 	@echo "make test-journal-sqlite  the database journal's tests (marker journal) on SQLite, whatever DATABASE_URL says"
+	@echo "make test-embedded  webhooks, failure policies, retries and export on SQLite without Redis (the embedded mode)"
 	@echo "make lint     ruff check, ruff format --check and the import contracts (lint-imports)"
 	@echo "make lint-js  eslint over the console's JavaScript (npm ci from package-lock.json)"
 	@echo "make migrate  apply migrations to DATABASE_URL (default: var/weft.sqlite3)"
@@ -134,6 +135,12 @@ test: install-dev sandbox browser loadgen
 test-journal-sqlite: install-dev
 	env DATABASE_URL=sqlite:///$(CURDIR)/var/test-journal.sqlite3 REDIS_URL= WEFT_REQUIRE_SERVICES= \
 		$(BIN)/python -m pytest -m journal $(PYTEST_ARGS)
+
+# A run's lifecycle from outside (webhook triggers, failure policies, retries, export) as the
+# embedded mode runs it: SQLite, no Redis (the tests that need PostgreSQL or Redis skip here).
+test-embedded: install-dev
+	env DATABASE_URL=sqlite:///$(CURDIR)/var/test-embedded.sqlite3 REDIS_URL= WEFT_REQUIRE_SERVICES= \
+		$(BIN)/python -m pytest $(XDIST) tests/hooks tests/alerts tests/engine/test_retry.py tests/engine/test_export.py $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -96,6 +96,11 @@ def test_webhook_trigger_and_failure_policy_from_the_workflow_page(open_page, sc
     open_greeting(page)
     page.wait_for_selector("#trigger-form:not([hidden])")
 
+    # The workflow's runs come out as CSV from a link of the Runs panel (the signed-in session).
+    exported = page.request.get(page.get_by_test_id("export-csv").get_attribute("href"))
+    assert exported.status == 200
+    assert exported.text().splitlines()[0].startswith("id,workflow,status,trigger")
+
     # A webhook: its URL shown once, with a Copy button and a dismiss.
     page.fill("#trigger-name", "e2e hook")
     page.select_option("#trigger-version", "draft")
