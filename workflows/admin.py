@@ -36,7 +36,7 @@ from .schedules.services import (
     timezone_check,
 )
 from .selectors import workflow_role_for_user
-from .services import workflow_delete, workflow_member_remove, workflow_member_set
+from .services import workflow_delete, workflow_member_remove, workflow_member_set, workflow_retries_set
 
 
 class ViewOnlyMixin:
@@ -92,12 +92,12 @@ class WorkflowMemberInline(admin.TabularInline):
 
 @admin.register(Workflow)
 class WorkflowAdmin(admin.ModelAdmin):
-    list_display = ("name", "owner", "status", "source", "updated_at")
-    list_filter = ("status", "source")
+    list_display = ("name", "owner", "status", "source", "retries_enabled", "updated_at")
+    list_filter = ("status", "source", "retries_enabled")
+    actions = ("retries_disable", "retries_enable")
     search_fields = ("name", "owner__username", "=id")
     list_select_related = ("owner",)
     raw_id_fields = ("owner", "source_template")
-    readonly_fields = ("id", "created_at", "updated_at")
     fields = (
         "id",
         "name",
@@ -107,10 +107,23 @@ class WorkflowAdmin(admin.ModelAdmin):
         "source",
         "source_id",
         "source_template",
+        "retries_enabled",
         "created_at",
         "updated_at",
     )
+    readonly_fields = ("id", "retries_enabled", "created_at", "updated_at")
     inlines = (WorkflowMemberInline, NodeInline, EdgeInline)
+
+    @admin.action(description="Switch off retries from failure", permissions=["change"])
+    def retries_disable(self, request: HttpRequest, queryset) -> None:
+        changed = workflow_retries_set(workflows=queryset, enabled=False, operator=request.user)
+        self.message_user(request, f"Retries switched off for {changed} workflow(s).")
+
+    @admin.action(description="Switch on retries from failure", permissions=["change"])
+    def retries_enable(self, request: HttpRequest, queryset) -> None:
+        changed = workflow_retries_set(workflows=queryset, enabled=True, operator=request.user)
+        self.message_user(request, f"Retries switched on for {changed} workflow(s).")
+
     date_hierarchy = "updated_at"
 
     def delete_model(self, request: HttpRequest, obj: Workflow) -> None:

@@ -42,6 +42,8 @@ class Workflow(models.Model):
         blank=True,
         related_name="workflows",
     )
+    # An operator's switch (the admin): off, a failed run of this workflow cannot be retried from its failure.
+    retries_enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -163,6 +163,24 @@ def workflow_create(
     return workflow
 
 
+def workflow_retries_set(*, workflows, enabled: bool, operator) -> int:
+    """An operator switches retries from failure on or off for ``workflows``; audited per workflow changed."""
+    changed = 0
+    with transaction.atomic():
+        for workflow in workflows.select_for_update().exclude(retries_enabled=enabled):
+            workflow.retries_enabled = enabled
+            workflow.save(update_fields=["retries_enabled", "updated_at"])
+            audit_log_record(
+                actor=operator,
+                action="workflow.retries_enable" if enabled else "workflow.retries_disable",
+                target=workflow,
+                before={"retries_enabled": not enabled},
+                after={"retries_enabled": enabled},
+            )
+            changed += 1
+    return changed
+
+
 def workflow_update(
     *,
     workflow: Workflow,

@@ -9,9 +9,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from history.models import UsageMetric
+from history.models import AuditLog, UsageMetric
 from tests.engine.conftest import chain, edge, end, node, start
-from tests.factories import RunFactory, WorkflowMemberFactory
+from tests.factories import RunFactory, UserFactory, WorkflowMemberFactory
 from workflows.execution.services import run_wait
 from workflows.models import Run, Task
 from workflows.services import workflow_create
@@ -264,3 +264,21 @@ def test_a_bad_body_is_a_400_naming_the_field(user_client, failed_run, body, fie
     response = retried(user_client, failed_run, **body)
     assert response.status_code == 400
     assert field in json.dumps(response.json())
+
+
+def test_an_operator_switches_retries_off_in_the_admin_and_on_again(user_client, client, failed_run, counting):
+    operator = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(operator)
+    workflow = failed_run.workflow
+
+    client.post("/admin/workflows/workflow/", {"action": "retries_disable", "_selected_action": [workflow.pk]})
+
+    refused = retried(user_client, failed_run)
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "retries_disabled"
+    assert not Run.objects.filter(retry_of=failed_run).exists()
+    assert AuditLog.objects.filter(action="workflow.retries_disable", actor=operator).count() == 1
+
+    client.post("/admin/workflows/workflow/", {"action": "retries_enable", "_selected_action": [workflow.pk]})
+    counting.failing = False
+    assert retried(user_client, failed_run).status_code == 202

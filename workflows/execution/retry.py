@@ -21,7 +21,7 @@ node is reused whatever changed around it (a node upstream that now runs again, 
 
 from django.db import transaction
 
-from config.errors import Conflict
+from config.errors import Conflict, Forbidden
 from workflows.engine import get_node_type, validate_graph
 from workflows.models import Run, RunStatus, Task, TaskStatus, Workflow
 from workflows.selectors import workflow_graph
@@ -68,6 +68,8 @@ def run_retry(*, run: Run, workflow: Workflow, user, graph: str = RETRY_GRAPH_SA
     cancelled (``run_not_retryable``), or when a succeeded node differs in the draft
     (``retry_graph_changed``, with ``nodes``); an InvalidInput when the draft is not valid.
     """
+    if not workflow.retries_enabled:
+        raise Forbidden("An operator has switched off retries of this workflow's runs.", code="retries_disabled")
     if run.status not in RETRYABLE_STATUSES:
         raise Conflict(
             f"Only a failed or cancelled run can be retried; this one is {run.status}.", code="run_not_retryable"
