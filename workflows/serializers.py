@@ -236,6 +236,9 @@ class ScheduleSerializer(StrictModelSerializer):
     last_execution_status = serializers.CharField(
         read_only=True, help_text="succeeded, failed or running; empty until the first run."
     )
+    next_run_at = serializers.DateTimeField(
+        source="next_fire_at", read_only=True, allow_null=True, help_text="The next tick the schedule fires at."
+    )
 
     class Meta:
         model = ScheduledWorkflow
@@ -254,6 +257,7 @@ class ScheduleSerializer(StrictModelSerializer):
             "last_execution_at",
             "last_execution_status",
             "last_error_message",
+            "next_run_at",
             "created_at",
             "updated_at",
         ]
@@ -264,6 +268,7 @@ class ScheduleSerializer(StrictModelSerializer):
             "last_execution_at",
             "last_execution_status",
             "last_error_message",
+            "next_run_at",
             "created_at",
             "updated_at",
         ]

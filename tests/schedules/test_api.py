@@ -1,5 +1,8 @@
 """The schedules API: create/change/delete, pause/resume/run-now, and who may do what."""
 
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
 import pytest
 
 from history.models import AuditLog
@@ -41,6 +44,10 @@ def test_a_schedule_is_created_for_a_workflow_one_can_run(user, user_client, wor
     assert schedule.owner == user
     assert schedule.cron_expression == "*/15 9-17 * * 1-5"
     assert schedule.inputs == {"city": "Lyon"}
+    # When it fires next: a tick of its cron, in its time zone (a weekday, 9:00 to 17:45 in Paris).
+    assert datetime.fromisoformat(body["next_run_at"]) == schedule.next_fire_at
+    local = schedule.next_fire_at.astimezone(ZoneInfo("Europe/Paris"))
+    assert (local.weekday() < 5, 9 <= local.hour <= 17, local.minute % 15) == (True, True, 0)
 
 
 def test_timezone_defaults_to_utc(user_client, workflow):
