@@ -6,11 +6,9 @@ keeps the answers in memory under the ``alert_policies`` generation (``config.ge
 Redis read per call; a policy's change replaces the token and every process drops what it kept).
 """
 
-import threading
-
 from django.db.models import Q, QuerySet
 
-from config.generations import generation
+from config.generations import GenerationCache
 
 from .models import Delivery, ErrorWorkflowRun, FailurePolicy
 
@@ -19,33 +17,21 @@ POLICIES = "alert_policies"
 #: The workflows a process keeps answers for; past it, it starts over.
 KEPT_MAX = 10_000
 
-_kept: dict = {}
-_kept_token: list[str] = [""]
-_kept_lock = threading.Lock()
+_kept = GenerationCache(POLICIES, most=KEPT_MAX)
 
 
 def policy_statuses_acted_on(*, workflow_id) -> frozenset[str]:
     """The run statuses the workflow's enabled policy acts on (none without a policy)."""
-    token = generation(POLICIES)
-    with _kept_lock:
-        if _kept_token[0] != token:
-            _kept.clear()
-            _kept_token[0] = token
-        found = _kept.get(str(workflow_id))
-    if found is not None:
-        return found
-    policy = (
-        FailurePolicy.objects.filter(workflow_id=workflow_id)
-        .only("enabled", "error_workflow", "on_failed", "on_succeeded", "on_cancelled", "webhook_url", "emails")
-        .first()
-    )
-    statuses = policy.acted_on_statuses if policy is not None else frozenset()
-    with _kept_lock:
-        if _kept_token[0] == token:
-            if len(_kept) >= KEPT_MAX:
-                _kept.clear()
-            _kept[str(workflow_id)] = statuses
-    return statuses
+
+    def load() -> frozenset[str]:
+        policy = (
+            FailurePolicy.objects.filter(workflow_id=workflow_id)
+            .only("enabled", "error_workflow", "on_failed", "on_succeeded", "on_cancelled", "webhook_url", "emails")
+            .first()
+        )
+        return policy.acted_on_statuses if policy is not None else frozenset()
+
+    return _kept.get(str(workflow_id), load, token=_kept.token())
 
 
 def policy_for_workflow(*, workflow) -> FailurePolicy | None:

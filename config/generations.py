@@ -8,6 +8,8 @@ token it read before the commit is dropped at its next read. Tokens are random, 
 key that vanishes (evicted, flushed) comes back as a token nobody kept anything under.
 """
 
+import threading
+import time
 import uuid
 
 from django.core.cache import cache
@@ -62,3 +64,32 @@ def _move(name: str) -> None:
         redis_client().set(redis_cache.make_key(key), token)
         return
     cache.set(key, token, timeout=None)
+
+
+class GenerationCache:
+    """Values kept in this process under the generation ``name``: a value kept under another token
+    (its data changed since), older than ``ttl_s`` (None: no age limit) or lost when more than
+    ``most`` were kept is loaded again. A caller reads the token once (:meth:`token`) and passes it
+    to each :meth:`get` it makes for the same request."""
+
+    def __init__(self, name: str, *, most: int, ttl_s: float | None = None):
+        self.name, self.most, self.ttl_s = name, most, ttl_s
+        self._kept: dict = {}
+        self._lock = threading.Lock()
+
+    def token(self) -> str:
+        return generation(self.name)
+
+    def get(self, key, load, *, token: str):
+        """The value kept for ``key`` under ``token``, else ``load()``'s, kept."""
+        entry = self._kept.get(key)
+        now = time.monotonic()
+        if entry is not None and entry[0] == token and (entry[1] is None or entry[1] >= now):
+            return entry[2]
+        value = load()
+        expires = None if self.ttl_s is None else now + self.ttl_s
+        with self._lock:
+            if len(self._kept) >= self.most:
+                self._kept.clear()
+            self._kept[key] = (token, expires, value)
+        return value

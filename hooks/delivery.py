@@ -24,9 +24,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from email.utils import parsedate_to_datetime
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.http import QueryDict
 from django.utils import timezone
@@ -34,9 +32,9 @@ from django.utils import timezone
 from config.conf import weft_settings
 from config.errors import Conflict, Forbidden, InvalidInput, NotFound, RateLimited, WeftError
 from config.rate_limits import rate_limit_hit
-from config.redis_connection import redis_client
 from history.services import AuditTarget, audit_log_record
-from licensing.authentication import SIGNATURE_WINDOW, sign
+from licensing.authentication import DATE_HEADER, NONCE_HEADER, SIGNATURE_WINDOW, sign, signing_time_problem
+from licensing.nonces import single_use_claim
 from workflows.engine import TemplateRenderError, render_text
 from workflows.execution.services import run_start, run_wait_finished
 from workflows.models import ReleaseChannel, Run, RunStatus, RunTrigger, WorkflowVersion
@@ -49,10 +47,7 @@ from .services import VERSION_DRAFT, VERSION_LATEST
 # The HookDelivery row says which trigger started the run.
 RUN_TRIGGER = RunTrigger.WEBHOOK
 SIGNATURE_HEADER = "X-Weft-Signature"
-DATE_HEADER = "X-Weft-Date"
-NONCE_HEADER = "X-Weft-Nonce"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-_NONCE = re.compile(r"^[A-Za-z0-9._~-]{8,64}$")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _SIGNATURE = re.compile(r"^[A-Za-z0-9+/=]{1,128}$")
 _MISSING = object()
@@ -175,14 +170,10 @@ def _signature_check(*, trigger: Trigger, call: HookCall) -> str:
         )
     date = call.headers.get(DATE_HEADER) or call.headers.get("Date") or ""
     nonce = call.headers.get(NONCE_HEADER, "")
-    try:
-        signed_at = parsedate_to_datetime(date)
-    except (TypeError, ValueError):
-        raise SignatureInvalid(f"Send the signing time in {DATE_HEADER} as an HTTP date.", field=DATE_HEADER) from None
-    if signed_at.tzinfo is None or abs(timezone.now() - signed_at) > SIGNATURE_WINDOW:
-        raise SignatureInvalid("The signature's date is outside the 5-minute window.", field=DATE_HEADER)
-    if not _NONCE.match(nonce):
-        raise SignatureInvalid(f"Send {NONCE_HEADER}: 8 to 64 letters, digits or ._~- characters.", field=NONCE_HEADER)
+    problem = signing_time_problem(date=date, nonce=nonce)
+    if problem is not None:
+        header, message = problem
+        raise SignatureInvalid(message, field=header)
     expected = sign(
         secret=trigger.secret, method=call.method, path=call.full_path, date=date, nonce=nonce, body=call.body
     )
@@ -193,17 +184,13 @@ def _signature_check(*, trigger: Trigger, call: HookCall) -> str:
 
 def _nonce_claim(*, trigger: Trigger, nonce: str) -> bool:
     """True the first time ``nonce`` signs a call of ``trigger`` (within twice the signature window)."""
-    ttl = SIGNATURE_WINDOW * 2
-    if settings.REDIS_URL:
-        claimed = redis_client().set(f"weft:hook-nonce:{trigger.pk}:{nonce}", 1, nx=True, ex=int(ttl.total_seconds()))
-        return bool(claimed)
-    HookNonce.objects.filter(trigger=trigger, created_at__lt=timezone.now() - ttl).delete()
-    try:
-        with transaction.atomic():
-            HookNonce.objects.create(trigger=trigger, nonce=nonce)
-    except IntegrityError:
-        return False
-    return True
+    return single_use_claim(
+        redis_key=f"weft:hook-nonce:{trigger.pk}:{nonce}",
+        ttl=SIGNATURE_WINDOW * 2,
+        model=HookNonce,
+        trigger=trigger,
+        nonce=nonce,
+    )
 
 
 def _body(call: HookCall):

@@ -15,13 +15,11 @@ text), so nothing a call changes reaches another.
 
 import copy
 import json
-import threading
-import time
 from dataclasses import dataclass
 
 from django.db.models.signals import post_delete, post_save
 
-from config.generations import ACCESS, generation, generation_move
+from config.generations import ACCESS, GenerationCache, generation_move
 from workflows.models import ReleaseChannel, Workflow, WorkflowVersion
 from workflows.releases.selectors import flow_latest_released
 
@@ -30,8 +28,7 @@ from .models import App, License
 ACCESS_CACHE_TTL_S = 60.0
 ACCESS_CACHE_MAX = 4096
 
-_kept: dict[tuple, tuple[str, float, object]] = {}
-_lock = threading.Lock()
+_kept = GenerationCache(ACCESS, most=ACCESS_CACHE_MAX, ttl_s=ACCESS_CACHE_TTL_S)
 
 
 @dataclass(frozen=True)
@@ -40,49 +37,31 @@ class Access:
 
     generation: str
 
-    def _get(self, key: tuple):
-        entry = _kept.get(key)
-        if entry is None or entry[0] != self.generation or entry[1] < time.monotonic():
-            return None
-        return entry[2]
-
-    def _keep(self, key: tuple, value) -> None:
-        with _lock:
-            if len(_kept) >= ACCESS_CACHE_MAX:
-                _kept.clear()
-            _kept[key] = (self.generation, time.monotonic() + ACCESS_CACHE_TTL_S, value)
-
     def app(self, api_key: str) -> App:
         """The app with this key (App.DoesNotExist if none)."""
-        key = ("app", api_key)
-        kept = self._get(key)
-        if kept is None:
-            kept = App.objects.get(api_key=api_key)  # unique: no ordering to compile, as first() would
-            self._keep(key, kept)
+        # unique: get() compiles no ordering, as first() would
+        kept = _kept.get(("app", api_key), lambda: App.objects.get(api_key=api_key), token=self.generation)
         return copy.copy(kept)
 
     def license(self, *, app_id: int, workflow_id) -> License:
         """The app's license for the workflow, with the workflow (License.DoesNotExist if none)."""
-        key = ("license", app_id, str(workflow_id))
-        kept = self._get(key)
-        if kept is None:
-            kept = License.objects.select_related("group").get(app_id=app_id, group_id=workflow_id)
-            self._keep(key, (kept, kept.group))
-        else:
-            kept = kept[0]
+        kept = _kept.get(
+            ("license", app_id, str(workflow_id)),
+            lambda: License.objects.select_related("group").get(app_id=app_id, group_id=workflow_id),
+            token=self.generation,
+        )
         found = copy.copy(kept)
         found.group = copy.copy(kept.group)
         return found
 
     def latest_release(self, *, workflow_id) -> WorkflowVersion | None:
         """The workflow's greatest version released to apps (``flow_latest_released`` on the API channel)."""
-        key = ("release", str(workflow_id))
-        kept = self._get(key)
-        if kept is None:
+
+        def load() -> tuple[WorkflowVersion | None, str | None]:
             flow = flow_latest_released(workflow_id=workflow_id, channel=ReleaseChannel.API)
-            kept = (flow, None if flow is None else json.dumps(flow.release_data))
-            self._keep(key, kept)
-        flow, graph = kept
+            return flow, None if flow is None else json.dumps(flow.release_data)
+
+        flow, graph = _kept.get(("release", str(workflow_id)), load, token=self.generation)
         if flow is None:
             return None
         found = copy.copy(flow)
@@ -92,7 +71,7 @@ class Access:
 
 def access_now() -> Access:
     """The kept entries a call may use: one read of the generation's token."""
-    return Access(generation(ACCESS))
+    return Access(_kept.token())
 
 
 def access_changed(**kwargs) -> None:

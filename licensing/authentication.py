@@ -67,6 +67,24 @@ def sign(*, secret: str, method: str, path: str, date: str, nonce: str, body: by
     return base64.b64encode(digest).decode()
 
 
+DATE_HEADER = "X-Weft-Date"
+NONCE_HEADER = "X-Weft-Nonce"
+
+
+def signing_time_problem(*, date: str, nonce: str) -> tuple[str, str] | None:
+    """What is wrong with a signed request's date (an HTTP date within the window) or nonce, as
+    ``(header, message)``; None when both are right. The app API and webhook triggers sign alike."""
+    try:
+        signed_at = parsedate_to_datetime(date)
+    except (TypeError, ValueError):
+        return DATE_HEADER, f"Send the signing time in {DATE_HEADER} as an HTTP date."
+    if signed_at.tzinfo is None or abs(timezone.now() - signed_at) > SIGNATURE_WINDOW:
+        return DATE_HEADER, "The signature's date is outside the 5-minute window."
+    if not _NONCE.match(nonce):
+        return NONCE_HEADER, f"Send {NONCE_HEADER}: 8 to 64 letters, digits or ._~- characters."
+    return None
+
+
 def _refuse(message: str) -> exceptions.AuthenticationFailed:
     return exceptions.AuthenticationFailed(message, code="bad_credentials")
 
@@ -120,14 +138,9 @@ class AppCredentialsAuthentication(BaseAuthentication):
         api_key, signature = match.groups()
         date = request.META.get("HTTP_X_WEFT_DATE") or request.META.get("HTTP_DATE") or ""
         nonce = request.META.get("HTTP_X_WEFT_NONCE", "")
-        try:
-            signed_at = parsedate_to_datetime(date)
-        except (TypeError, ValueError):
-            raise _refuse("Send the signing time in X-Weft-Date as an HTTP date.") from None
-        if signed_at.tzinfo is None or abs(timezone.now() - signed_at) > SIGNATURE_WINDOW:
-            raise _refuse("The signature's date is outside the 5-minute window.")
-        if not _NONCE.match(nonce):
-            raise _refuse("Send X-Weft-Nonce: 8 to 64 letters, digits or ._~- characters.")
+        problem = signing_time_problem(date=date, nonce=nonce)
+        if problem is not None:
+            raise _refuse(problem[1])
         app = _app_for_key(request, api_key)
         expected = sign(
             secret=app.api_secret,
