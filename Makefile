@@ -28,7 +28,7 @@ help:
 	@echo "make run      create the venv, install, migrate SQLite, load the demo, serve on \$$PORT (default 8000)"
 	@echo "make test     install the dev tools and run the whole test suite (PYTEST_ARGS=... to pass options)"
 	@echo "make test-journal-sqlite  the database journal's tests (marker journal) on SQLite, whatever DATABASE_URL says"
-	@echo "make test-embedded  webhooks, failure policies, retries and export on SQLite without Redis (the embedded mode)"
+	@echo "make test-embedded  triggers, failure policies, retries, export, plugins, cache, large outputs on SQLite without Redis"
 	@echo "make lint     ruff check, ruff format --check and the import contracts (lint-imports)"
 	@echo "make lint-js  eslint over the console's JavaScript (npm ci from package-lock.json)"
 	@echo "make migrate  apply migrations to DATABASE_URL (default: var/weft.sqlite3)"
@@ -58,8 +58,19 @@ endef
 install: venv
 	$(call install_from,base,requirements/base.txt)
 
+# The example node plugin (docs/plugins.md), which the tests enable: installed from the repository's own
+# files, offline, with the setuptools of requirements/dev.txt; again only when its pyproject.toml changed.
+PLUGIN_EXAMPLE := examples/weft-plugin-example
+
 install-dev: install
 	$(call install_from,dev,requirements/base.txt requirements/dev.txt)
+	@sum=$$(sha256sum $(PLUGIN_EXAMPLE)/pyproject.toml | cut -d' ' -f1); \
+	if [ "$$(cat $(VENV)/.plugin-example.sha256 2>/dev/null)" != "$$sum" ]; then \
+		echo "Installing $(PLUGIN_EXAMPLE) into $(VENV)"; \
+		$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --no-index \
+			-e $(PLUGIN_EXAMPLE); \
+		echo "$$sum" > $(VENV)/.plugin-example.sha256; \
+	fi
 
 # Compiles requirements/*.in (the direct dependencies, pinned by hand) into the lock files. It
 # resolves against the public index alone, whatever this machine's pip configuration adds (local
@@ -136,11 +147,15 @@ test-journal-sqlite: install-dev
 	env DATABASE_URL=sqlite:///$(CURDIR)/var/test-journal.sqlite3 REDIS_URL= WEFT_REQUIRE_SERVICES= \
 		$(BIN)/python -m pytest -m journal $(PYTEST_ARGS)
 
-# A run's lifecycle from outside (webhook triggers, failure policies, retries, export) as the
-# embedded mode runs it: SQLite, no Redis (the tests that need PostgreSQL or Redis skip here).
+# A run's lifecycle from outside (webhook triggers, failure policies, retries, export) and the
+# engine's growth (plugins, model kinds, the result cache, large outputs, unpartitioned history) as
+# the embedded mode runs them: SQLite, no Redis (the tests that need PostgreSQL or Redis skip here).
+EMBEDDED_TESTS := tests/hooks tests/alerts tests/engine/test_retry.py tests/engine/test_export.py tests/plugins \
+	tests/engine/test_node_cache.py tests/engine/test_large_outputs.py tests/engine/test_llm_adapters.py \
+	tests/agents/test_providers.py tests/history/test_partitions.py tests/history/test_retention.py
 test-embedded: install-dev
 	env DATABASE_URL=sqlite:///$(CURDIR)/var/test-embedded.sqlite3 REDIS_URL= WEFT_REQUIRE_SERVICES= \
-		$(BIN)/python -m pytest $(XDIST) tests/hooks tests/alerts tests/engine/test_retry.py tests/engine/test_export.py $(PYTEST_ARGS)
+		$(BIN)/python -m pytest $(XDIST) $(EMBEDDED_TESTS) $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -26,6 +26,14 @@ from .services import (
 
 
 class LLMProviderAdminForm(forms.ModelForm):
+    # Left out of a submitted form (a script written before kinds), it is the model's default.
+    kind = forms.TypedChoiceField(
+        choices=LLMProvider.Kind.choices,
+        required=False,
+        empty_value=LLMProvider.Kind.OPENAI,
+        initial=LLMProvider.Kind.OPENAI,
+        help_text="The API the provider speaks; the base URL and model names follow it.",
+    )
     base_url = forms.URLField(max_length=500, assume_scheme="https")
     # Not the model field itself, so the stored key is neither put in the form's initial data nor
     # overwritten when the box is left empty.
@@ -41,7 +49,7 @@ class LLMProviderAdminForm(forms.ModelForm):
 
     class Meta:
         model = LLMProvider
-        fields = ("owner", "name", "base_url", "model", "available_models", "metadata")
+        fields = ("owner", "name", "kind", "base_url", "model", "available_models", "metadata")
 
     def clean(self):
         cleaned = super().clean()
@@ -53,13 +61,13 @@ class LLMProviderAdminForm(forms.ModelForm):
 @admin.register(LLMProvider)
 class LLMProviderAdmin(admin.ModelAdmin):
     form = LLMProviderAdminForm
-    list_display = ("name", "owner", "base_url", "model", "has_api_key", "created_at")
-    list_filter = ("created_at",)
+    list_display = ("name", "owner", "kind", "base_url", "model", "has_api_key", "created_at")
+    list_filter = ("kind", "created_at")
     search_fields = ("name", "base_url", "model", "owner__username")
     raw_id_fields = ("owner",)
     readonly_fields = ("has_api_key", "created_at", "updated_at")
     fieldsets = (
-        (None, {"fields": ("owner", "name", "base_url", "model", "available_models", "metadata")}),
+        (None, {"fields": ("owner", "name", "kind", "base_url", "model", "available_models", "metadata")}),
         ("API key", {"fields": ("has_api_key", "new_api_key", "clear_api_key")}),
         ("Dates", {"fields": ("created_at", "updated_at")}),
     )

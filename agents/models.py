@@ -8,12 +8,24 @@ from django.db.models import Q
 from django_cryptography.fields import encrypt
 
 
+class LLMProviderKind(models.TextChoices):
+    """The wire protocol a provider speaks (one adapter each in ``workflows.engine``'s LLM client)."""
+
+    OPENAI = "openai", "OpenAI-compatible (/chat/completions)"
+    ANTHROPIC = "anthropic", "Anthropic (Messages API)"
+    GEMINI = "gemini", "Google Gemini API"
+
+
 class LLMProvider(models.Model):
-    """An OpenAI-compatible endpoint with its key, encrypted at rest and never sent back."""
+    """A model endpoint of some kind with its key, encrypted at rest and never sent back."""
+
+    Kind = LLMProviderKind
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="providers")
     name = models.CharField(max_length=50)
+    # Existing rows, and providers created without a kind, are OpenAI-compatible.
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.OPENAI)
     base_url = models.URLField(max_length=500)
     api_key = encrypt(models.TextField(blank=True, default=""))
     model = models.CharField(max_length=100, blank=True, default="")
@@ -28,6 +40,7 @@ class LLMProvider(models.Model):
         ordering = ["name"]
         constraints = [
             models.UniqueConstraint(fields=["owner", "name"], name="llm_providers_owner_name_unique"),
+            models.CheckConstraint(condition=Q(kind__in=LLMProviderKind.values), name="llm_providers_kind_valid"),
         ]
 
     def __str__(self) -> str:

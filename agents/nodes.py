@@ -4,7 +4,8 @@ Registered with the engine when the app is ready (``AgentsConfig.ready``). The w
 (whose providers, tools and agents a run may use) and the conversation a run continues come
 from the run's ports (``workflows.engine.ports``); the rows are read on a database thread.
 
-**llm** — llm: one chat completion from an OpenAI-compatible provider, streamed as ``node.delta`` events.
+**llm** — llm: one chat completion from a provider of any kind (openai, anthropic, gemini), streamed
+as ``node.delta`` events.
 
     {"id": "answer", "type": "llm", "config": {
         "provider": "<llm_providers id>", "model": "gpt-4o-mini",
@@ -122,20 +123,23 @@ class _DeltaStream:
 
 @register
 class LLM(NodeType):
-    """Asks a chat model of an OpenAI-compatible provider; the answer streams as ``node.delta`` events.
+    """Asks a chat model of any provider kind (OpenAI-compatible, Anthropic, Gemini), streamed as ``node.delta`` events.
 
     ``provider`` is the id of one of the workflow owner's LLM providers; ``model`` defaults to the
     provider's. Give ``messages`` (their contents are rendered), or a ``prompt`` (the user message)
     with an optional ``system``. The output is ``{text, usage}``. With ``memory`` enabled, a run that
     continues a conversation (a ``chat_id`` of a released version) gives the model the earlier
-    rounds, and the node stores its own round once the model has answered.
+    rounds, and the node stores its own round once the model has answered. With ``"cache": {"ttl_s": N}``
+    beside its config (not with memory), the same messages to the same provider and model reuse the
+    earlier answer for N seconds, without a call and without spending tokens (docs/cache.md).
 
     On failure: a provider that does not exist or is not the owner's fails the node without a retry;
     a rate limit, a timeout or a 5xx answer of the provider is retried as the error policy allows.
     """
 
     type = "llm"
-    description = "Ask an OpenAI-compatible chat model; the answer streams as node.delta events."
+    cacheable = True
+    description = "Ask a chat model (OpenAI-compatible, Anthropic or Gemini); the answer streams as node.delta events."
     config_schema = {
         "type": "object",
         "required": ["provider"],
@@ -195,6 +199,17 @@ class LLM(NodeType):
         except ValueError:
             if "{{" not in config["provider"]:
                 yield "provider", "Must be the id of an LLM provider."
+
+    def cache_refusal(self, config: dict) -> str | None:
+        if (config.get("memory") or {}).get("enabled"):
+            return "An llm node with memory answers from its conversation, not only its inputs: it cannot be cached."
+        return None
+
+    def reused_output(self, output: dict) -> dict:
+        """A reused answer cost no tokens: its usage says so, and the run is metered for none."""
+        usage = output.get("usage") if isinstance(output.get("usage"), dict) else {}
+        spent = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cached": True}
+        return {**output, "usage": {**usage, **spent}}
 
     async def execute(self, ctx: NodeContext, config: dict) -> dict:
         provider_id = await ctx.render(config["provider"])

@@ -35,6 +35,7 @@ class ProviderSerializer(StrictModelSerializer):
         fields = [
             "id",
             "name",
+            "kind",
             "base_url",
             "api_key",
             "has_api_key",
@@ -45,6 +46,12 @@ class ProviderSerializer(StrictModelSerializer):
             "updated_at",
         ]
         read_only_fields = ["id", "created_at", "updated_at"]
+        extra_kwargs = {
+            "kind": {
+                "help_text": "The API the provider speaks: openai (any OpenAI-compatible /chat/completions, the "
+                "default), anthropic (the Messages API) or gemini (the Gemini API)."
+            },
+        }
 
     def get_has_api_key(self, provider: LLMProvider) -> bool:
         return bool(provider.api_key)

@@ -11,14 +11,14 @@ from jsonschema.exceptions import SchemaError
 
 from config.errors import Conflict, InvalidInput, NotFound
 from history.services import audit_log_record
-from workflows.engine import EngineError, NonRetryableError, guarded_client
+from workflows.engine import EngineError, LLMClient, NonRetryableError, guarded_client
 
 from .models import Agent, LLMProvider, Message, Session, SessionWorkflow, Tool
 from .selectors import tools_attachable_by_user
 
 # --- LLM providers ------------------------------------------------------------------------------
 
-PROVIDER_FIELDS = ("name", "base_url", "model", "available_models", "metadata")
+PROVIDER_FIELDS = ("name", "kind", "base_url", "model", "available_models", "metadata")
 PROVIDER_TEST_TIMEOUT_S = 5.0
 
 
@@ -119,9 +119,9 @@ def _provider_answer_code(status: int) -> str:
 
 
 def provider_test(*, provider: LLMProvider) -> ProviderTestResult:
-    """List the provider's models (``GET {base_url}/models``) to see whether it answers and accepts the key."""
-    url = f"{provider.base_url.rstrip('/')}/models"
-    headers = {"Authorization": f"Bearer {provider.api_key}"} if provider.api_key else {}
+    """List the provider's models (``GET {base_url}/models``, as its kind asks) to see whether it answers and
+    accepts the key."""
+    url, headers = LLMClient.for_provider(provider).models_request()
     try:
         response = _provider_fetch(url, headers=headers)
     except (httpx.HTTPError, httpx.InvalidURL, UnicodeError, EngineError) as exc:

@@ -112,7 +112,19 @@ TUNABLES: tuple[Tunable, ...] = (
     Tunable("APP_RATE_LIMIT_PER_MINUTE", 600, int, "Calls a minute a client app may make when the app sets none."),
     # --- Input and output limits --------------------------------------------------------------
     Tunable("JSON_MAX_DEPTH", 64, int, "How deep JSON sent in may nest; deeper is a 400 json_too_deep."),
-    Tunable("NODE_OUTPUT_MAX_BYTES", 32 * MIB, int, "Bytes of JSON a node's output may hold; larger fails the node."),
+    Tunable("NODE_OUTPUT_MAX_BYTES", 50 * MIB, int, "Bytes of JSON a node's output may hold; larger fails the node."),
+    Tunable(
+        "OUTPUT_STORE_ABOVE_BYTES",
+        256 * 1024,
+        int,
+        "Node and run outputs whose JSON is larger go to object storage (STORAGES['outputs']), a reference in the row.",
+    ),
+    Tunable(
+        "OUTPUT_INLINE_MAX_BYTES",
+        8 * MIB,
+        int,
+        "Bytes of stored outputs one answer (run, snapshot, wait, export line) inlines; past them, links.",
+    ),
     Tunable("TEMPLATE_MAX_ITERATIONS", 200_000, int, "Loop iterations, calls and filters one template render may run."),
     Tunable("TEMPLATE_MAX_OUTPUT_CHARS", 16_000_000, int, "Characters one template render may write or build."),
     Tunable(
@@ -205,6 +217,10 @@ TUNABLES: tuple[Tunable, ...] = (
         bool,
         "PostgreSQL: whether every journal commit waits for the WAL flush.",
     ),
+    _engine("NODE_CACHE_MAX_TTL_S", 7 * 24 * 3600, int, "The longest ttl_s (seconds) a node's result cache may ask."),
+    _engine(
+        "NODE_CACHE_MAX_ENTRY_BYTES", 1 * MIB, int, "Bytes of JSON one cached node result may hold; larger is not kept."
+    ),
     _engine("WAIT_TIMEOUT_S", 30.0, float, "Seconds `wait=true` holds a request before answering 202."),
     _engine(
         "RUNS_HERE_MAX",
@@ -213,6 +229,14 @@ TUNABLES: tuple[Tunable, ...] = (
         "Runs a web process executes itself at once: runs its requests wait for whose nodes all compute "
         "in-process (start, template, condition, aggregator, end). More go to a worker; 0 sends all.",
     ),
+    _engine(
+        "PLUGINS",
+        [],
+        list,
+        "The installed node plugins (distribution names, docs/plugins.md) whose node types may be used.",
+    ),
+    _engine("PLUGIN_THREADS", 8, int, "Threads per process on which plugin nodes execute, abandoned ones included."),
+    _engine("PLUGIN_IMPORT_TIMEOUT_S", 10.0, float, "Seconds an enabled plugin's import may take; longer: not used."),
     # --- Quotas: defaults for every user (settings.WEFT["QUOTAS"]; workflows/quotas.py) ------
     _quota("MAX_WORKFLOWS", 1000, "Workflows a user may own."),
     _quota("RUNS_PER_DAY", 10000, "Runs a user may start per UTC day."),

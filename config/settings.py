@@ -177,6 +177,25 @@ STORAGES = {
     },
 }
 WHITENOISE_USE_FINDERS = DEBUG
+# Large node and run outputs (workflows/execution/large_outputs.py, docs/large-outputs.md): files
+# under var/outputs by default; S3-compatible storage (MinIO...) when a bucket is named, which
+# needs django-storages[s3] (requirements/s3.in).
+if env.str("WEFT_OUTPUTS_S3_BUCKET", default=""):
+    STORAGES["outputs"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env.str("WEFT_OUTPUTS_S3_BUCKET"),
+            "endpoint_url": env.str("WEFT_OUTPUTS_S3_ENDPOINT_URL", default="") or None,
+            "region_name": env.str("WEFT_OUTPUTS_S3_REGION", default="") or None,
+            "default_acl": "private",
+            "querystring_auth": True,
+        },
+    }
+else:
+    STORAGES["outputs"] = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": env.path("WEFT_OUTPUTS_ROOT", default=BASE_DIR / "var" / "outputs")},
+    }
 
 LOGIN_URL = "admin:login"
 
@@ -221,6 +240,8 @@ CELERY_BEAT_SCHEDULE = {
     "weft-runs-reap": {"task": "workflows.runs_reap", "schedule": WEFT["ENGINE"]["REAPER_INTERVAL_S"]},
     "weft-retention-purge": {"task": "history.retention_purge", "schedule": WEFT["RETENTION_INTERVAL_S"]},
     "weft-usage-sweep": {"task": "history.usage_sweep", "schedule": 60.0},
+    # run_events' monthly partitions, created months ahead (workflows/partitions.py).
+    "weft-run-event-partitions": {"task": "workflows.run_event_partitions_ensure", "schedule": 3600.0},
     # Every schedule's ticks, from one entry (workflows/schedules/services.py), and their results.
     "weft-schedules-fire": {"task": "workflows.schedules_fire_due", "schedule": WEFT["SCHEDULES"]["TICK_INTERVAL_S"]},
     "weft-schedules-sync": {"task": "workflows.schedules_sync", "schedule": 30.0},

@@ -36,6 +36,7 @@ from history.services import AuditTarget, audit_log_record
 from licensing.authentication import DATE_HEADER, NONCE_HEADER, SIGNATURE_WINDOW, sign, signing_time_problem
 from licensing.nonces import single_use_claim
 from workflows.engine import TemplateRenderError, render_text
+from workflows.execution.large_outputs import InlineBudget, output_inlined
 from workflows.execution.services import run_start, run_wait_finished
 from workflows.models import ReleaseChannel, Run, RunStatus, RunTrigger, WorkflowVersion
 from workflows.releases.selectors import flow_latest_released
@@ -298,9 +299,10 @@ def _answer(*, trigger: Trigger, delivery: HookDelivery, run: Run) -> HookAnswer
 
 def _finished_answer(*, trigger: Trigger, run: Run) -> HookAnswer:
     """200: the response template over the outputs of a run that succeeded, else the run's end as JSON."""
-    envelope = {"id": str(run.pk), "status": run.status, "outputs": run.outputs, "error": run.error or None}
+    outputs = output_inlined(run.outputs, run_id=run.pk, budget=InlineBudget.new())  # if in object storage
+    envelope = {"id": str(run.pk), "status": run.status, "outputs": outputs, "error": run.error or None}
     if trigger.response_template and run.status == RunStatus.SUCCEEDED:
-        scope = {"outputs": run.outputs or {}, "run": {"id": str(run.pk), "status": run.status}}
+        scope = {"outputs": outputs or {}, "run": {"id": str(run.pk), "status": run.status}}
         try:
             text = render_text(trigger.response_template, scope)
         except TemplateRenderError as exc:

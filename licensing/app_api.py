@@ -31,6 +31,7 @@ from config.errors import Forbidden, NotFound, RateLimited
 from config.rate_limits import flag_raise, flag_raised, rate_limit_hit
 from workflows.execution import live
 from workflows.execution import services as execution
+from workflows.execution.large_outputs import output_response
 from workflows.models import ReleaseChannel, Run, RunTrigger, Workflow
 from workflows.releases.selectors import flow_latest_released
 from workflows.serializers import RunSerializer, finished_run_data
@@ -290,6 +291,24 @@ class AppRunDetailApi(AppApiView):
         if run is None:
             raise NotFound("No such run.")
         return Response(RunSerializer(run).data)
+
+
+class AppRunStoredOutputApi(AppApiView):
+    @extend_schema(
+        operation_id="app_run_stored_output",
+        responses={
+            (200, "application/json"): OpenApiResponse(description="The output's JSON, streamed."),
+            404: OpenApiResponse(description="No such run, or `output_not_stored`: the output is gone."),
+        },
+        tags=["app"],
+    )
+    def get(self, request, id, key):
+        """Download an output of a run this app started that was kept in object storage and not inlined
+        (a `{"$stored": {"key", "bytes", "url"}}` reference: `url` is the user API's, this is the app's)."""
+        run_id = Run.objects.filter(pk=id, app=request.auth).values_list("pk", flat=True).first()
+        if run_id is None:
+            raise NotFound("No such run.")
+        return output_response(request, run_id=run_id, key=key)
 
 
 class AppChatHistoryApi(AppApiView):

@@ -1,4 +1,6 @@
 import os
+import shutil
+import tempfile
 import uuid
 
 import pytest
@@ -34,6 +36,19 @@ def pytest_sessionstart(session):
         engine = settings.DATABASES["default"]["ENGINE"]
         if not engine.endswith("postgresql") or not settings.REDIS_URL:
             raise pytest.UsageError("WEFT_REQUIRE_SERVICES=1 but DATABASE_URL is not PostgreSQL or REDIS_URL is unset")
+    _outputs_in_a_temporary_folder(session)
+
+
+def _outputs_in_a_temporary_folder(session) -> None:
+    """Large outputs the tests store (this process's and the servers' it starts) go to a folder of
+    the session's, removed at its end, never to the checkout's var/outputs."""
+    if settings.STORAGES["outputs"]["BACKEND"] != "django.core.files.storage.FileSystemStorage":
+        return
+    folder = tempfile.mkdtemp(prefix="weft-test-outputs-")
+    outputs = {**settings.STORAGES["outputs"], "OPTIONS": {"location": folder}}
+    settings.STORAGES = {**settings.STORAGES, "outputs": outputs}
+    os.environ["WEFT_OUTPUTS_ROOT"] = folder
+    session.config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 @pytest.fixture

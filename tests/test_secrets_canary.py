@@ -34,6 +34,7 @@ from tests.factories import (
     WorkflowTemplateFactory,
     WorkflowVersionFactory,
 )
+from workflows.execution.large_outputs import OutputStore
 
 # Admin pages rendered for up to this many rows of each model.
 ADMIN_ROWS_PER_MODEL = 3
@@ -272,9 +273,19 @@ def test_canary_secrets_never_appear_in_an_answer_a_page_or_a_log(
     )
     assert policy.status_code == 200, policy.content
     assert_no_canary(canaries, policy.content.decode(), "the failure policy's answer")
+    # A stored (large) output on the newest run (the first the sweep reads) and on the app's run.
+    stored_run = RunFactory(workflow=app_run.workflow)
+    stored_keys = {
+        run.pk: OutputStore(run_id=run.pk).write(b'{"text": "stored"}')["key"] for run in (stored_run, app_run)
+    }
     sweep = ApiSweep(
         clients={"/": user_client, "/api/v1/app/": app_client},
-        known_ids={"/api/v1/app/runs/": [app_run.id], "/api/v1/app/chats/": ["canary-chat"]},
+        known_ids={
+            "/api/v1/app/runs/": [app_run.id],
+            "/api/v1/app/chats/": ["canary-chat"],
+            f"/api/v1/runs/{stored_run.pk}/outputs/": [stored_keys[stored_run.pk]],
+            f"/api/v1/app/runs/{app_run.pk}/outputs/": [stored_keys[app_run.pk]],
+        },
     )
     unfilled = []
     for template in get_templates:
@@ -284,6 +295,7 @@ def test_canary_secrets_never_appear_in_an_answer_a_page_or_a_log(
         for path in paths:
             assert_no_canary(canaries, sweep.get(path).decode(errors="replace"), f"GET {path}")
     assert f"/api/v1/providers/{provider_id}/" in sweep.bodies
+    assert f"/api/v1/runs/{stored_run.pk}/outputs/{stored_keys[stored_run.pk]}/" in sweep.bodies
     assert unfilled == [], "no row to fill these paths with: add one to own_rows_of_every_kind"
     # With real ids every GET answers 200, but for "the version before" of a session with one version.
     missed = {path: code for path, code in sweep.statuses.items() if code != 200 and not path.endswith("/previous/")}

@@ -12,6 +12,7 @@ from django.http import HttpRequest
 
 from config.errors import Conflict, InvalidInput, WeftError
 
+from .execution.node_cache import node_cache_flush
 from .models import (
     Edge,
     Node,
@@ -94,7 +95,7 @@ class WorkflowMemberInline(admin.TabularInline):
 class WorkflowAdmin(admin.ModelAdmin):
     list_display = ("name", "owner", "status", "source", "retries_enabled", "updated_at")
     list_filter = ("status", "source", "retries_enabled")
-    actions = ("retries_disable", "retries_enable")
+    actions = ("retries_disable", "retries_enable", "node_cache_flush")
     search_fields = ("name", "owner__username", "=id")
     list_select_related = ("owner",)
     raw_id_fields = ("owner", "source_template")
@@ -123,6 +124,11 @@ class WorkflowAdmin(admin.ModelAdmin):
     def retries_enable(self, request: HttpRequest, queryset) -> None:
         changed = workflow_retries_set(workflows=queryset, enabled=True, operator=request.user)
         self.message_user(request, f"Retries switched on for {changed} workflow(s).")
+
+    @admin.action(description="Flush cached node results", permissions=["change"])
+    def node_cache_flush(self, request: HttpRequest, queryset) -> None:
+        flushed = node_cache_flush(workflows=queryset, operator=request.user)
+        self.message_user(request, f"Cached node results flushed for {flushed} workflow(s).")
 
     date_hierarchy = "updated_at"
 

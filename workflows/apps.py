@@ -13,3 +13,7 @@ class WorkflowsConfig(AppConfig):
         from .execution.metrics import RunsCollector
 
         scrape_collector_register(RunsCollector())
+        # The enabled node plugins are imported as the process starts, not by the first run that needs them.
+        from workflows.engine import plugins_load
+
+        plugins_load()

@@ -2,6 +2,8 @@
 
 from django.core.checks import Tags, Warning, register
 
+from config.conf import weft_settings
+from workflows.engine import plugin_key, plugins_installed
 from workflows.engine.sandbox import isolation_required, isolation_status
 
 
@@ -20,3 +22,28 @@ def sandbox_isolation(app_configs, **kwargs):
             id="weft.W010",
         )
     ]
+
+
+@register()
+def node_plugins(app_configs, **kwargs):
+    """weft.W020: an enabled node plugin is not installed; weft.W021: one cannot be used (docs/plugins.md)."""
+    installed = {plugin_key(info.name): info for info in plugins_installed()}
+    problems = [
+        Warning(
+            f"WEFT_ENGINE_PLUGINS names {name!r}, which is not installed.",
+            hint="Install it into Weft's environment on every host, or remove it from WEFT_ENGINE_PLUGINS.",
+            id="weft.W020",
+        )
+        for name in weft_settings.PLUGINS
+        if plugin_key(name) not in installed
+    ]
+    problems += [
+        Warning(
+            f"The node plugin {info.label} cannot be used: {info.error}",
+            hint="Its node types fail validation until it is fixed; `manage.py check` tells again.",
+            id="weft.W021",
+        )
+        for info in installed.values()
+        if info.enabled and info.error
+    ]
+    return problems

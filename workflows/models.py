@@ -101,6 +101,8 @@ class Node(models.Model):
     name = models.CharField(max_length=255, blank=True, default="")
     config = models.JSONField(default=dict)
     error_policy = models.JSONField(default=dict, blank=True)
+    # DSL ``cache`` ({"ttl_s": N}): the node's result is reused (workflows/engine/cache.py); null: never.
+    cache = models.JSONField(null=True, blank=True)
     position_x = models.FloatField(null=True, blank=True)
     position_y = models.FloatField(null=True, blank=True)
 
@@ -282,6 +284,8 @@ class Run(models.Model):
     dispatch_attempts = models.PositiveIntegerField(default=0)
     cancel_requested = models.BooleanField(default=False)
     last_seq = models.PositiveIntegerField(default=0)
+    # Set before the run's first output is written to object storage: retention deletes its objects.
+    stored_outputs = models.BooleanField(default=False)
     trace_id = models.CharField(max_length=64, blank=True, default="")
     # The failed (or cancelled) run this one retries from its failure (workflows/execution/retry.py).
     # Indexed by idx_runs_retry_of, over retries only: every run's insert pays for each index it is in.
@@ -379,7 +383,12 @@ class Task(models.Model):
 
 
 class RunEvent(models.Model):
-    """The run's event stream, one row per event, so that ``?after=<seq>`` replays it exactly."""
+    """The run's event stream, one row per event, so that ``?after=<seq>`` replays it exactly.
+
+    On PostgreSQL the table is partitioned by month of ``run_created_at`` (docs/partitions.md): the
+    database's primary key is (id, run_created_at) and its unique key (run, seq, run_created_at),
+    as strong as (run, seq) since every event of a run carries the same copy of its creation time.
+    """
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
     seq = models.PositiveIntegerField()
@@ -387,6 +396,8 @@ class RunEvent(models.Model):
     node_id = models.CharField(max_length=64, blank=True, default="")
     data = models.JSONField(default=dict, blank=True)
     at = models.DateTimeField()
+    # The run's created_at, copied: the partition key, so that all of a run's events share a partition.
+    run_created_at = models.DateTimeField(editable=False)
 
     class Meta:
         db_table = "run_events"
@@ -397,6 +408,12 @@ class RunEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id}#{self.seq} {self.type}"
+
+    def save(self, *args, **kwargs):
+        # The journal writes its batches with the copy; an event saved one at a time reads it here.
+        if self.run_created_at is None:
+            self.run_created_at = Run.objects.values_list("created_at", flat=True).get(pk=self.run_id)
+        super().save(*args, **kwargs)
 
 
 class ScheduledWorkflowStatus(models.TextChoices):

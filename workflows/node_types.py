@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from config.api.parsers import StrictJSONParser
 from config.api.responses import RUN_QUOTA_429
 from config.api.serializers import StrictSerializer
-from workflows.engine import get_node_type, node_type_names
+from workflows.engine import get_node_type, get_plugin_of, node_type_names
 
 from .execution.serializers import GraphInvalidSerializer
 from .permissions import CAN_EDIT
@@ -27,6 +27,7 @@ def node_types_list() -> list[dict]:
     types = []
     for name in node_type_names():
         node_type = get_node_type(name)
+        plugin = get_plugin_of(name)
         types.append(
             {
                 "type": name,
@@ -35,9 +36,15 @@ def node_types_list() -> list[dict]:
                 "outputs": sorted(node_type.outputs) if node_type.outputs is not None else None,
                 "effects": node_type.effects,
                 "example_config": node_type.example_config,
+                "plugin": {"name": plugin.name, "version": plugin.version} if plugin else None,
             }
         )
     return types
+
+
+class NodeTypePluginSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="The plugin's distribution name.")
+    version = serializers.CharField(help_text="Its installed version.")
 
 
 class NodeTypeSerializer(serializers.Serializer):
@@ -55,6 +62,9 @@ class NodeTypeSerializer(serializers.Serializer):
         "stored before the run goes on, and a succeeded one is never executed again."
     )
     example_config = serializers.JSONField(allow_null=True, help_text="A valid `config`, as an example.")
+    plugin = NodeTypePluginSerializer(
+        allow_null=True, help_text="The installed plugin that provides it (docs/plugins.md); null for Weft's own."
+    )
 
 
 class NodeTypeListApi(APIView):

@@ -3,9 +3,15 @@
 The window is ``WEFT_RETENTION_DAYS`` (30 by default, seed 001; ``None`` keeps
 everything). Deletion goes in batches of ``RETENTION_BATCH_SIZE`` ids, each in a short
 transaction of its own, so that no table is locked and runs being written meanwhile wait for
-nothing. Only runs that have ended (succeeded, failed, cancelled) go; ``usage_metrics`` rows stay
+nothing. Only runs that have ended (succeeded, failed, cancelled) go, with the outputs they kept in
+object storage (deleted once their batch commits); ``usage_metrics`` rows stay
 (their ``run`` becomes null) and so does the audit trail. A run that was never metered (its worker
 died first) is metered just before it is deleted.
+
+On PostgreSQL the events of runs go by month (workflows.partitions): a month's ``run_events``
+partition that ends before the cutoff, all of whose runs the purge deletes, is dropped whole
+first; the runs' deletes then find none of their events to delete. The events of other runs (a
+month with a run still going, the DEFAULT partition, SQLite) go row by row with their runs.
 
 A beat task (``history.retention_purge``, see :mod:`workflows.tasks`) calls
 :func:`retention_purge`; in embedded mode the engine's periodic loop calls
@@ -18,12 +24,15 @@ from datetime import datetime, timedelta
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from config.conf import weft_settings
 from history.models import WorkflowNodeHistory
 from workflows.models import RUN_FINAL_STATUSES, Run
 
+from .execution.large_outputs import stored_outputs_delete_on_commit
+from .partitions import run_event_partitions_drop
 from .usage import usage_record_missing, usage_sweep
 
 DUE_KEY = "weft:history:retention-purge-due"
@@ -34,6 +43,8 @@ class PurgeReport:
     runs: int = 0
     node_history: int = 0
     batches: int = 0
+    #: Months of run_events dropped whole (PostgreSQL), their events with them.
+    event_partitions: int = 0
 
 
 def retention_cutoff(*, now: datetime | None = None) -> datetime | None:
@@ -53,13 +64,23 @@ def retention_purge(*, now: datetime | None = None, batch_size: int | None = Non
         return PurgeReport()
     batch_size = batch_size or weft_settings.RETENTION_BATCH_SIZE
     # Finished before the cutoff (so created before it too: the created_at index finds them).
-    old_runs = Run.objects.filter(status__in=RUN_FINAL_STATUSES, created_at__lt=cutoff, finished_at__lt=cutoff)
+    purged = Q(status__in=RUN_FINAL_STATUSES, created_at__lt=cutoff, finished_at__lt=cutoff)
+    event_partitions = len(run_event_partitions_drop(cutoff=cutoff, purged=purged))
+    old_runs = Run.objects.filter(purged)
     runs, run_batches = _purge_in_batches(
-        old_runs, order="created_at", batch_size=batch_size, before_delete=lambda ids: usage_record_missing(run_ids=ids)
+        old_runs, order="created_at", batch_size=batch_size, before_delete=_before_runs_deleted
     )
     old_history = WorkflowNodeHistory.objects.filter(create_time__lt=cutoff)
     history, history_batches = _purge_in_batches(old_history, order="pk", batch_size=batch_size)
-    return PurgeReport(runs=runs, node_history=history, batches=run_batches + history_batches)
+    return PurgeReport(
+        runs=runs, node_history=history, batches=run_batches + history_batches, event_partitions=event_partitions
+    )
+
+
+def _before_runs_deleted(ids: list) -> None:
+    """Meter the runs never metered; their stored outputs go once their rows have (on commit)."""
+    usage_record_missing(run_ids=ids)
+    stored_outputs_delete_on_commit(run_ids=ids)
 
 
 def retention_purge_if_due(*, now: datetime | None = None) -> PurgeReport | None:

@@ -1,5 +1,6 @@
 """Reads of workflows, their graphs, runs and schedules, always scoped to what a user may see."""
 
+import operator
 import uuid
 from collections.abc import Collection
 
@@ -55,6 +56,11 @@ def workflow_get_for_user(*, user, workflow_id, roles: Collection[str]) -> Workf
     return workflow
 
 
+#: The columns of a Node row that make its DSL node.
+NODE_COLUMNS = ("key", "type", "name", "config", "error_policy", "cache", "position_x", "position_y")
+_node_columns = operator.attrgetter(*NODE_COLUMNS)
+
+
 def workflow_graph(*, workflow: Workflow) -> dict:
     """The workflow's draft as a DSL v1 graph, built from its Node and Edge rows.
 
@@ -65,21 +71,14 @@ def workflow_graph(*, workflow: Workflow) -> dict:
     """
     prefetched = getattr(workflow, "_prefetched_objects_cache", {})
     if "nodes" in prefetched and "edges" in prefetched:
-        nodes = [
-            (node.key, node.type, node.name, node.config, node.error_policy, node.position_x, node.position_y)
-            for node in workflow.nodes.all()
-        ]
+        nodes = [_node_columns(node) for node in workflow.nodes.all()]
         key_of = {node.pk: node.key for node in workflow.nodes.all()}
         edges = [
             (key_of[edge.source_node_id], key_of[edge.target_node_id], edge.source_handle)
             for edge in workflow.edges.all()
         ]
     else:
-        nodes = list(
-            Node.objects.filter(workflow=workflow).values_list(
-                "key", "type", "name", "config", "error_policy", "position_x", "position_y"
-            )
-        )
+        nodes = list(Node.objects.filter(workflow=workflow).values_list(*NODE_COLUMNS))
         edges = list(
             Edge.objects.filter(workflow=workflow).values_list("source_node__key", "target_node__key", "source_handle")
         )
@@ -91,9 +90,10 @@ def workflow_graph(*, workflow: Workflow) -> dict:
                 "name": name,
                 "config": config,
                 "error_policy": error_policy,
+                **({"cache": cache} if cache else {}),
                 "position": {"x": x, "y": y},
             }
-            for key, node_type, name, config, error_policy, x, y in sorted(nodes, key=lambda node: node[0])
+            for key, node_type, name, config, error_policy, cache, x, y in sorted(nodes, key=lambda node: node[0])
         ],
         "edges": [
             {"source": source, "target": target, "source_handle": handle or None}

@@ -6,6 +6,7 @@ from config.api.serializers import StrictModelSerializer, StrictSerializer
 from config.errors import InvalidInput
 
 from . import services
+from .execution.large_outputs import InlineBudget, run_data_inlined
 from .execution.services import FinishedRun
 from .models import Run, ScheduledWorkflow, Task, Workflow, WorkflowMember, WorkflowMemberRole, WorkflowVersion
 from .permissions import CAN_RUN
@@ -158,6 +159,12 @@ class RunSerializer(StrictModelSerializer):
         ]
         read_only_fields = fields
 
+    def to_representation(self, instance):
+        """Outputs kept in object storage are read back, up to one budget per answer (a page of runs
+        shares it); past it they stay references with a download ``url`` (execution/large_outputs.py)."""
+        budget = self.context.setdefault("stored_outputs_budget", InlineBudget.new())
+        return run_data_inlined(super().to_representation(instance), run_id=instance.pk, budget=budget)
+
 
 _TIME = serializers.DateTimeField(read_only=True)
 
@@ -170,7 +177,7 @@ def finished_run_data(finished: FinishedRun) -> dict:
     if tasks is None:
         return RunSerializer(run).data
     time = _TIME.to_representation
-    return {
+    data = {
         "id": str(run.pk),
         "workflow": str(run.workflow_id),
         "status": str(run.status),
@@ -198,6 +205,7 @@ def finished_run_data(finished: FinishedRun) -> dict:
         "started_at": time(run.started_at),
         "finished_at": time(run.finished_at),
     }
+    return run_data_inlined(data, run_id=run.pk)
 
 
 # --- Schedules ---------------------------------------------------------------------------------

@@ -84,6 +84,7 @@ def _graph_normalised(graph: dict) -> dict:
                 "name": node.get("name") or "",
                 "config": node.get("config") or {},
                 "error_policy": node.get("error_policy") or {},
+                **({"cache": node["cache"]} if node.get("cache") else {}),
                 "position": {axis: (node.get("position") or {}).get(axis) for axis in ("x", "y")},
             }
             for node in graph.get("nodes") or []
@@ -120,6 +121,7 @@ def _graph_replace(*, workflow: Workflow, graph: dict) -> None:
             name=node["name"],
             config=node["config"],
             error_policy=node["error_policy"],
+            cache=node.get("cache"),
             position_x=node["position"]["x"],
             position_y=node["position"]["y"],
         )

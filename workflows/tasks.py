@@ -39,6 +39,7 @@ from workflows.execution.holds import worker_holds
 from workflows.execution.reaper import runs_reap
 from workflows.execution.run_loop import worker_run_loop
 from workflows.execution.runner import runs_hand_back, worker_name
+from workflows.partitions import run_event_partitions_ensure
 from workflows.retention import retention_purge
 from workflows.usage import usage_sweep
 
@@ -161,6 +162,12 @@ def retention_purge_task() -> dict:
     """Beat task: meter any finished run still unmetered, then delete what is older than WEFT_RETENTION_DAYS."""
     metered = usage_sweep(lookback_s=None)
     return {**asdict(retention_purge()), "metered": metered}
+
+
+@shared_task(name="workflows.run_event_partitions_ensure", ignore_result=True)
+def run_event_partitions_ensure_task() -> list[str]:
+    """Beat task: create run_events' partitions for this month and the months ahead (PostgreSQL): their names."""
+    return run_event_partitions_ensure()
 
 
 @shared_task(name="history.usage_sweep", ignore_result=True)

@@ -14,7 +14,7 @@ const TYPE_NAMES = {
   null: "null",
 };
 // Fields under a node whose problems are named relative to the node, as the server does.
-const NODE_RELATIVE = new Set(["error_policy"]);
+const NODE_RELATIVE = new Set(["error_policy", "cache"]);
 
 let schemaRequest = null;
 

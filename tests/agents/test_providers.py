@@ -2,6 +2,8 @@ import json
 import socket
 
 import pytest
+from django.db import IntegrityError, transaction
+from django.urls import reverse
 
 from agents.models import LLMProvider
 from history.models import AuditLog
@@ -91,6 +93,7 @@ def test_another_users_provider_does_not_exist(user_client, other_user):
         ({"name": "p", "base_url": "https://x.example", "metadata": ["not", "an", "object"]}, "metadata"),
         ({"name": "p", "base_url": "https://x.example", "available_models": "gpt"}, "available_models"),
         ({"base_url": "https://x.example"}, "name"),
+        ({"name": "p", "base_url": "https://x.example", "kind": "cohere"}, "kind"),
     ],
 )
 def test_bad_input_is_a_400_naming_the_field(user_client, body, field):
@@ -151,3 +154,47 @@ def test_the_provider_test_never_reaches_private_addresses(user_client, user, fa
     assert body["ok"] is False
     assert "refused" in body["error"]
     assert fake_openai.requests == []
+
+
+# --- Kinds ----------------------------------------------------------------------------------------
+
+
+def test_a_provider_is_openai_compatible_unless_given_another_kind(user_client):
+    plain = user_client.post(PROVIDERS, {"name": "plain", "base_url": "https://api.example.com/v1"})
+    claude = user_client.post(PROVIDERS, {"name": "claude", "kind": "anthropic", "base_url": "https://a.example/v1"})
+    assert (plain.status_code, claude.status_code) == (201, 201)
+    assert (plain.json()["kind"], claude.json()["kind"]) == ("openai", "anthropic")
+    changed = user_client.patch(f"{PROVIDERS}{claude.json()['id']}/", {"kind": "gemini"}, format="json")
+    assert changed.json()["kind"] == "gemini"
+    assert LLMProvider.objects.get(pk=claude.json()["id"]).kind == "gemini"
+
+
+def test_the_database_refuses_an_unknown_kind(user):
+    with pytest.raises(IntegrityError), transaction.atomic():
+        LLMProviderFactory(owner=user, kind="cohere")
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "gemini"])
+def test_testing_a_provider_speaks_its_kinds_protocol(user_client, user, kind, request, allow_loopback):
+    fake = request.getfixturevalue(f"fake_{kind}")
+    provider = LLMProviderFactory(owner=user, kind=kind, base_url=fake.base_url, api_key=fake.api_key)
+    assert user_client.post(f"{detail(provider)}test/").json() == {"ok": True, "status": 200, "error": "", "code": ""}
+
+    provider.api_key = CANARY_KEY
+    provider.save(update_fields=["api_key"])
+    refused = user_client.post(f"{detail(provider)}test/")
+    assert refused.json()["ok"] is False
+    assert CANARY_KEY not in refused.content.decode()
+    # Each sent the key in its own header, and nowhere in the URL.
+    assert [request["path"] for request in fake.requests] == [f"/{fake.base_url.rsplit('/', 1)[1]}/models"] * 2
+    assert all(CANARY_KEY not in json.dumps(request["query"]) for request in fake.requests)
+
+
+def test_the_admin_shows_and_filters_by_kind(operator, user):
+    LLMProviderFactory(owner=user, name="claude", kind="anthropic")
+    LLMProviderFactory(owner=user, name="gpt", kind="openai")
+    changelist = reverse("admin:agents_llmprovider_changelist")
+    page = operator.get(f"{changelist}?kind__exact=anthropic").content.decode()
+    assert "claude" in page
+    assert ">gpt<" not in page
+    assert 'name="kind"' in operator.get(reverse("admin:agents_llmprovider_add")).content.decode()

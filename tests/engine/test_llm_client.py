@@ -1,9 +1,12 @@
-"""The OpenAI-compatible client against a fake server on loopback."""
+"""The OpenAI-compatible client (kind ``openai``) against a fake server on loopback.
+
+The other kinds, and what all kinds share, are in test_llm_adapters.py."""
 
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from types import SimpleNamespace
 
 import pytest
 from django.db import connection
@@ -12,7 +15,7 @@ from agents.models import LLMProvider
 from tests.factories import LLMProviderFactory
 from tests.fakes.openai_server import Answer
 from workflows.engine.errors import RetryableError
-from workflows.engine.llm_client import (
+from workflows.engine.llm import (
     KeyMasker,
     LLMClient,
     LLMRequestError,
@@ -189,6 +192,14 @@ async def test_a_client_for_a_provider_row_uses_its_decrypted_key(fake_openai, a
     assert provider.api_key == fake_openai.api_key
     result = await LLMClient.for_provider(provider, timeout_s=5).chat(model=provider.model, messages=MESSAGES)
     assert result.text == "You said: Say hello"
+
+
+def test_a_provider_without_a_kind_is_openai_compatible():
+    plain = LLMClient.for_provider(SimpleNamespace(base_url="https://x.example/v1/", api_key="sk-1"))
+    gemini = LLMClient.for_provider(SimpleNamespace(base_url="https://g.example/v1beta", api_key="k", kind="gemini"))
+    assert (plain.kind, plain.base_url) == ("openai", "https://x.example/v1")
+    assert plain.models_request() == ("https://x.example/v1/models", {"Authorization": "Bearer sk-1"})
+    assert gemini.models_request() == ("https://g.example/v1beta/models", {"x-goog-api-key": "k"})
 
 
 @pytest.mark.parametrize(

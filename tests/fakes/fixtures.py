@@ -2,15 +2,31 @@
 
 import pytest
 
+from .anthropic_server import FakeAnthropic
+from .gemini_server import FakeGemini
 from .http_server import FakeHTTP, Listener, SilentServer
 from .openai_server import FakeOpenAI
 
-__all__ = ["allow_loopback", "fake_http", "fake_openai", "listener", "silent_server"]
+__all__ = ["allow_loopback", "fake_anthropic", "fake_gemini", "fake_http", "fake_openai", "listener", "silent_server"]
 
 
 @pytest.fixture
 def fake_openai():
     server = FakeOpenAI(api_key="sk-fake-secret-0123456789").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_anthropic():
+    server = FakeAnthropic(api_key="sk-ant-fake-secret-0123456789").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_gemini():
+    server = FakeGemini(api_key="AIza-fake-secret-0123456789").start()
     yield server
     server.stop()
 

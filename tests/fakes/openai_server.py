@@ -47,6 +47,8 @@ class FakeOpenAI:
     """Start with :meth:`start` (or use the ``fake_openai`` fixture); ``base_url`` ends in ``/v1``."""
 
     model = "fake-model"
+    #: The provider ``kind`` whose wire protocol this fake speaks.
+    kind = "openai"
 
     def __init__(self, *, api_key: str | None = None):
         self.api_key = api_key
@@ -54,7 +56,7 @@ class FakeOpenAI:
         self._script: deque[Answer] = deque()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
@@ -66,6 +68,13 @@ class FakeOpenAI:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        """The request handler: a fake of another wire protocol (tests/fakes/anthropic_server.py) brings its own."""
+        return _handler_for(self)
+
+    def last_user_text(self, body: dict) -> str:
+        return next((m.get("content", "") for m in reversed(body.get("messages", [])) if m.get("role") == "user"), "")
+
     def script(self, *answers: Answer) -> None:
         with self._lock:
             self._script.extend(answers)
@@ -74,10 +83,7 @@ class FakeOpenAI:
         with self._lock:
             if self._script:
                 return self._script.popleft()
-        last_user = next(
-            (m.get("content", "") for m in reversed(body.get("messages", [])) if m.get("role") == "user"), ""
-        )
-        return Answer(text=f"You said: {last_user}")
+        return Answer(text=f"You said: {self.last_user_text(body)}")
 
     def start(self) -> "FakeOpenAI":
         self._thread.start()

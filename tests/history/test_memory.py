@@ -7,7 +7,7 @@ import pytest
 from history.memory import MemoryScope, RunConversation, memory_append, memory_load
 from history.models import WorkflowNodeHistory
 from tests.factories import AppFactory, RunFactory, WorkflowVersionFactory
-from workflows.engine.llm_client import estimate_message_tokens
+from workflows.engine.llm import estimate_message_tokens
 from workflows.execution.ports import run_ports
 
 pytestmark = pytest.mark.django_db

@@ -6,12 +6,13 @@ the executor and its contracts (node types, journal, ports), the engine lends th
 pieces it is built on: the outbound HTTP guard, the LLM client and the template renderer.
 """
 
+from .cache import NodeCache
 from .dsl import dsl_schema, dsl_shape_issues
 from .errors import EngineError, InvalidGraph, NodeTimeout, NonRetryableError, RetryableError, RunCancelled
 from .executor import LeaseLost, RunExecutor, RunResult
 from .graph import GraphIssue
 from .journal import Journal, MemoryJournal, OutputNotStored, TaskChange, TaskRecord
-from .llm_client import LLMClient, estimate_message_tokens
+from .llm import LLM_KINDS, LLMClient, estimate_message_tokens
 from .net import (
     guarded_async_client,
     guarded_client,
@@ -22,6 +23,15 @@ from .net import (
 )
 from .nodes import NodeContext, NodeType, get_node_type, node_type_names, register
 from .outputs import OutputInvalid, cleaned, json_text, storable_json
+from .plugins import (
+    PluginInfo,
+    get_plugin_of,
+    plugin_key,
+    plugin_threads_abandoned,
+    plugins_installed,
+    plugins_load,
+    plugins_reload,
+)
 from .policy import ErrorPolicy, RetryPolicy
 from .ports import ConversationMemory, NodePorts, PortMissing
 from .templating import TemplateRenderError, render_text
@@ -35,8 +45,10 @@ __all__ = [
     "InvalidGraph",
     "Journal",
     "LLMClient",
+    "LLM_KINDS",
     "LeaseLost",
     "MemoryJournal",
+    "NodeCache",
     "NodeContext",
     "NodePorts",
     "NodeTimeout",
@@ -44,6 +56,7 @@ __all__ = [
     "NonRetryableError",
     "OutputInvalid",
     "OutputNotStored",
+    "PluginInfo",
     "PortMissing",
     "RetryPolicy",
     "RetryableError",
@@ -59,6 +72,7 @@ __all__ = [
     "dsl_shape_issues",
     "estimate_message_tokens",
     "get_node_type",
+    "get_plugin_of",
     "guarded_async_client",
     "guarded_client",
     "json_text",
@@ -66,6 +80,11 @@ __all__ = [
     "outbound_errors",
     "outbound_policy",
     "parse_retry_after",
+    "plugin_key",
+    "plugin_threads_abandoned",
+    "plugins_installed",
+    "plugins_load",
+    "plugins_reload",
     "read_limited",
     "register",
     "render_text",

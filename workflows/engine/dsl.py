@@ -30,7 +30,7 @@ _TYPE_NAMES = {
     "null": "null",
 }
 #: Fields under a node whose problems are named relative to the node (as the engine always has).
-_NODE_RELATIVE = frozenset({"error_policy"})
+_NODE_RELATIVE = frozenset({"error_policy", "cache"})
 
 
 @cache

@@ -24,6 +24,9 @@ with everything before it.
 
 Node executions recorded by an earlier attempt of the run (a crashed worker) as succeeded,
 skipped or handled failures are not executed again: their outcome is replayed silently.
+
+A node with ``cache`` first looks its digest up in the run's :class:`~.cache.NodeCache`: a hit
+is its success (``cached: true``) without executing; a success of its own is stored there.
 """
 
 import asyncio
@@ -36,6 +39,7 @@ from typing import Any
 
 from config.conf import weft_settings
 
+from .cache import NO_CACHE, NodeCache, node_digest
 from .errors import EngineError, InvalidGraph, NodeTimeout, NonRetryableError
 from .graph import ERROR_HANDLE, GraphSpec, NodeSpec
 from .journal import Journal, OutputNotStored, TaskChange, TaskRecord
@@ -108,6 +112,7 @@ class RunExecutor:
         journal: Journal,
         resumed: bool = False,
         ports: NodePorts = NO_PORTS,
+        cache: NodeCache = NO_CACHE,
     ):
         self.graph = graph
         self.inputs = inputs
@@ -115,6 +120,7 @@ class RunExecutor:
         self.journal = journal
         self.resumed = resumed
         self.ports = ports
+        self.cache = cache
         self.cancelled = asyncio.Event()
         self.slots = asyncio.Semaphore(weft_settings.MAX_PARALLEL_NODES)
         self.previous: dict[tuple[str, str], TaskRecord] = {}
@@ -260,6 +266,11 @@ class RunExecutor:
         first = (earlier.attempt if earlier else 0) + 1
         extra = {"scope": scope} if scope else {}
         attempt = first
+        cache_key = await self._cache_key(node_type, node, variables)
+        if cache_key is not None:
+            reused = await self._cache_lookup(node_type, node, cache_key, scope=scope, attempt=attempt)
+            if reused is not None:
+                return reused
         if node_type.effects:
             await self.journal.flush()
         while True:
@@ -290,7 +301,44 @@ class RunExecutor:
                 await self.journal.record("node.succeeded", node.id, data, change, durable=node_type.effects)
             except OutputNotStored as exc:  # stored as failed: its effect happened, so it is not retried
                 return await self._failed(node_type, node, policy, scope=scope, attempt=attempt, error=str(exc))
+            if cache_key is not None:
+                await self._cache_store(cache_key, output, node.cache["ttl_s"])
             return self._success(node_type, node, output)
+
+    async def _cache_key(self, node_type: NodeType, node: NodeSpec, variables: dict) -> str | None:
+        """The node's digest if it is cached; in a thread, since it reads (and hashes) inputs of any size."""
+        if not node.cache or self.cache is NO_CACHE:
+            return None
+        return await asyncio.to_thread(
+            node_digest, node_type=node_type, type_name=node.type, config=node.config, variables=variables
+        )
+
+    async def _cache_lookup(self, node_type, node, key: str, *, scope: str, attempt: int) -> _Outcome | None:
+        """The node's success from a stored result, recorded as such; None on a miss (or a store that failed)."""
+        started = time.monotonic()
+        try:
+            stored = await self.cache.get(key)
+        except Exception:
+            logger.warning(
+                "Could not read the node cache for %s of run %s", node.id, self.system.get("run_id"), exc_info=True
+            )
+            return None
+        if not isinstance(stored, dict):
+            return None
+        output = node_type.reused_output(stored)
+        change = TaskChange(
+            node.id, scope, node.type, node.name, SUCCEEDED, attempt, output=output, started=True, finished=True
+        )
+        duration_ms = round((time.monotonic() - started) * 1000, 3)
+        data = {"attempt": attempt, "output": output, "duration_ms": duration_ms, "cached": True}
+        await self.journal.record("node.succeeded", node.id, {**data, **({"scope": scope} if scope else {})}, change)
+        return self._success(node_type, node, output)
+
+    async def _cache_store(self, key: str, output: dict, ttl_s: int) -> None:
+        try:
+            await self.cache.set(key, output, int(ttl_s))
+        except Exception:
+            logger.warning("Could not store a node result for run %s", self.system.get("run_id"), exc_info=True)
 
     async def _attempt(self, node_type, node, policy, *, scope, attempt, variables) -> dict:
         loop = asyncio.get_running_loop()

@@ -35,6 +35,8 @@ class NodeSpec:
     index: int
     inbound: list["EdgeSpec"] = field(default_factory=list)
     outbound: list["EdgeSpec"] = field(default_factory=list)
+    #: ``{"ttl_s": N}``: the node's result is reused (:mod:`.cache`); None: never.
+    cache: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class GraphSpec:
                 config=raw.get("config") or {},
                 error_policy=raw.get("error_policy") or {},
                 index=index,
+                cache=raw.get("cache") or None,
             )
         edges: list[EdgeSpec] = []
         for index, raw in enumerate(graph.get("edges") or []):

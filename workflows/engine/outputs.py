@@ -18,7 +18,9 @@ the reaper gave up. So the executor checks every node output before it is record
 
 A node output whose JSON (UTF-8, compact) is larger than the operator's
 ``settings.WEFT["NODE_OUTPUT_MAX_BYTES"]`` is an error too. An error fails the node at once
-(:class:`OutputInvalid` is not retryable: the node already did what it does, once).
+(:class:`OutputInvalid` is not retryable: the node already did what it does, once). An output
+under the limit but over ``OUTPUT_STORE_ABOVE_BYTES`` is the journal's business: it keeps it in
+object storage (``workflows.execution.large_outputs``), the engine passes the value on as any other.
 
 The common case costs one C-level ``json`` encoding and a few scans of its text; values are
 walked in Python only when that finds something to clean (or very many brackets, to measure the

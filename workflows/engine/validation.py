@@ -2,7 +2,8 @@
 
 First the graph's shape, against the DSL's JSON Schema (:mod:`.dsl`); a graph of the wrong shape
 is answered with its shape problems alone. Then the rules a schema cannot say: node ids unique
-and not a reserved name; known node types and their configs; the engine's retry limit; edges
+and not a reserved name; known node types and their configs; the engine's retry limit; a result
+cache only where the result may be reused, within the operator's ttl; edges
 between existing nodes, with a handle their source offers, not twice; exactly one start, without
 inbound edges; at least one end; every node reachable from the start; no cycle; templates that
 parse and read only ``start``, ``sys`` and the outputs of the node's ancestors. Sub-graphs
@@ -24,7 +25,8 @@ from config.conf import weft_settings
 from .dsl import dsl_shape_issues
 from .graph import ERROR_HANDLE, NAMESPACES, SYS_FIELDS, GraphIssue, GraphSpec, template_references
 from .nodes import base as node_types
-from .nodes import get_node_type
+from .nodes import get_node_type, node_type_names
+from .plugins import plugin_type_problem
 from .templating import parse_error
 
 #: Graphs validated lately, by digest: a run validates the graph it was started with again, and a
@@ -137,10 +139,25 @@ class _GraphValidator:
             elif node.id in self.visible:
                 self.add(node.id, "id", f"{node.id!r} is already the name of a node outside this sub-graph.")
             if node_type is None:
-                self.add(node.id, "type", f"Unknown node type {node.type!r}.")
+                self.add(node.id, "type", plugin_type_problem(node.type) or f"Unknown node type {node.type!r}.")
             else:
-                self.found.extend(node_type.validate_config(node.id, node.config))
+                config_issues = node_type.validate_config(node.id, node.config)
+                self.found.extend(config_issues)
+                if node.cache is not None:
+                    self.check_cache(node, node_type, config_valid=not config_issues)
             self.check_error_policy(node)
+
+    def check_cache(self, node, node_type, *, config_valid: bool) -> None:
+        """A result cache only on a type (and a config) whose output may be reused, within the operator's ttl."""
+        if not node_type.cacheable:
+            cacheable = ", ".join(name for name in node_type_names() if get_node_type(name).cacheable)
+            self.add(node.id, "cache", f"A {node.type} node's result cannot be reused (cacheable types: {cacheable}).")
+            return
+        refusal = node_type.cache_refusal(node.config) if config_valid else None
+        if refusal:
+            self.add(node.id, "cache", refusal)
+        if node.cache["ttl_s"] > weft_settings.NODE_CACHE_MAX_TTL_S:
+            self.add(node.id, "cache.ttl_s", f"At most {weft_settings.NODE_CACHE_MAX_TTL_S} seconds.")
 
     def check_error_policy(self, node) -> None:
         """What the schema cannot say: the operator's retry limit, and an error edge for ``branch``."""

@@ -16,7 +16,7 @@ from workflows.selectors import runs_for_user, workflow_get_for_user, workflow_g
 from workflows.serializers import RunSerializer, finished_run_data
 from workflows.services import GraphInvalid
 
-from . import retry, services
+from . import large_outputs, retry, services
 from .serializers import (
     GraphInvalidSerializer,
     GraphValidateSerializer,
@@ -165,3 +165,22 @@ class WorkflowValidateApi(_JsonApi):
         if issues:
             raise GraphInvalid(issues)
         return Response(GraphValidSerializer({"valid": True}).data)
+
+
+class RunStoredOutputApi(APIView):
+    @extend_schema(
+        operation_id="run_stored_output",
+        responses={
+            (200, "application/json"): OpenApiResponse(description="The output's JSON, streamed."),
+            404: OpenApiResponse(description="No such run, or `output_not_stored`: the output is gone."),
+            503: OpenApiResponse(description="`output_storage_unavailable`: try again later."),
+        },
+        tags=["runs"],
+    )
+    def get(self, request, id, key):
+        """Download an output kept in object storage: the `url` of a `{"$stored": ...}` reference in a run's
+        `outputs` or a task's `output` (too large to be inlined)."""
+        run_id = runs_for_user(user=request.user).filter(pk=id).values_list("pk", flat=True).first()
+        if run_id is None:
+            raise NotFound("No such run.")
+        return large_outputs.output_response(request, run_id=run_id, key=key)

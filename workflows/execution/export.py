@@ -24,6 +24,10 @@ column of JSON text instead (``inputs``). A cell holds a string as it is, any ot
 (``true``, ``3``, ``{"a": 1}``), nothing for null or a missing key. A string that a spreadsheet
 would take for a formula (it starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return)
 is prefixed with ``'``.
+
+Outputs kept in object storage (docs/large-outputs.md) are inlined in JSON lines, up to
+``OUTPUT_INLINE_MAX_BYTES`` a run (past it, their reference with its download ``url``); CSV shows
+the reference (its columns are known before the rows are read).
 """
 
 import csv
@@ -52,6 +56,8 @@ from config.errors import InvalidInput
 from workflows.models import RunStatus
 from workflows.permissions import CAN_VIEW
 from workflows.selectors import runs_for_user, workflow_get_for_user
+
+from .large_outputs import InlineBudget, export_line_inlined, output_inlined
 
 #: Rows fetched from the server-side cursor at a time.
 CHUNK_SIZE = 2000
@@ -238,9 +244,10 @@ def _jsonl_lines(runs: QuerySet) -> Iterator[str]:
         )
         lines = runs.annotate(line=Cast(record, TextField())).values_list("line", flat=True)
         for line in lines.iterator(chunk_size=CHUNK_SIZE):
-            yield line + "\n"
+            yield export_line_inlined(line) + "\n"
         return
     for record in _records(runs):
+        record["outputs"] = output_inlined(record["outputs"], run_id=record["id"], budget=InlineBudget.new())
         yield json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 

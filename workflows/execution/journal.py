@@ -32,6 +32,10 @@ for its data all the same, its events are written one by one, and one it refuses
 without its data: a node's success becomes a failure saying its output could not be stored
 (``OutputNotStored`` for the executor, which applies the node's ``on_failure``), the run's
 success a failure. Only a lost lease or a lost database stops the journal.
+
+An output over ``OUTPUT_STORE_ABOVE_BYTES`` (a node's, the run's) is written to object storage
+before the batch that refers to it, which keeps a reference instead (``large_outputs``); storage
+that refuses it fails the node as a refused value does. A resumed run reads stored outputs back.
 """
 
 import asyncio
@@ -69,6 +73,7 @@ from workflows.models import Run, RunEvent, RunStatus, Task, TaskStatus
 from workflows.usage import RAN, modelless_usage_insert_sql
 
 from . import live
+from .large_outputs import OutputStore, OutputStoreFailed, StoredOutputGone, output_loaded
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +166,7 @@ def _batch_sql(*, final: bool, deferred: bool = False, metered: bool = False) ->
         f"{tasks['finished_at']} = CASE WHEN t.{_key('touch_finished')} THEN t.{_key('finished_at')}"
         f" ELSE {tasks.table}.{tasks['finished_at']} END",
     ]
-    returning = f"{runs['id']} AS id"
+    returning = f"{runs['id']} AS id, {runs['created_at']}"
     if metered:  # what the usage row is made of, as the run ended
         used = ["id", "triggered_by", "app", "workflow", "finished_at", "started_at", "created_at"]
         returning = ", ".join(runs[name] for name in used)
@@ -172,8 +177,8 @@ WITH moved AS (
     WHERE {runs["id"]} = %s AND {runs["lease_owner"]} = %s AND {runs["last_seq"]} = %s
     RETURNING {returning}
 ), events AS (
-    INSERT INTO {events.table} ({events["run"]}, {events.columns(event_fields)})
-    SELECT moved.id, {", ".join(value("e", events, name) for name in event_fields)}
+    INSERT INTO {events.table} ({events["run"]}, {events["run_created_at"]}, {events.columns(event_fields)})
+    SELECT moved.id, moved.{runs["created_at"]}, {", ".join(value("e", events, name) for name in event_fields)}
     FROM moved, jsonb_to_recordset(%s::jsonb) AS e({record(events, event_fields)})
 ), created AS (
     INSERT INTO {tasks.table} (
@@ -326,6 +331,7 @@ class DatabaseJournal:
         #: Called on the run loop with the run's end once it is committed.
         self.on_end = on_end
         self.workflow_id = None
+        self.run_created_at = None
         self.seq = 0
         self.committed = 0
         self._thread = _run_thread_take()
@@ -350,6 +356,7 @@ class DatabaseJournal:
         self.metered = False
         #: ``committed`` when ``on_thread(..., last=True)`` closed the connection.
         self._closed_at: int | None = None
+        self._large = OutputStore(run_id=run_id)
 
     @property
     def ended(self) -> RunEnd | None:
@@ -387,6 +394,7 @@ class DatabaseJournal:
 
     def _open(self, run: Run, *, no_tasks: bool) -> None:
         self.workflow_id = run.workflow_id
+        self.run_created_at = run.created_at
         self.seq = self.committed = run.last_seq
         self._no_tasks = no_tasks
         self._rows = {} if no_tasks else None
@@ -440,7 +448,7 @@ class DatabaseJournal:
         ):
             key = (task.scope, task.node_id)
             self._tasks[key] = (task.id, list(task.events or []))
-            found[key] = TaskRecord(status=task.status, attempt=task.attempt, output=task.output_data, error=task.error)
+            found[key] = _task_record(self.run_id, task)
         return found
 
     async def record(
@@ -541,6 +549,7 @@ class DatabaseJournal:
     def _write_or_salvage(self, batch: list[_Entry]) -> None:
         """Write ``batch``; if the database refuses its data, write its events one by one, each it
         refuses without its data (nothing of a refused write was kept: it is one transaction)."""
+        self._store_large_outputs(batch)
         try:
             self._write(batch)
         except Exception as exc:
@@ -563,6 +572,29 @@ class DatabaseJournal:
                     logger.warning("Event %s of run %s is stored without its data (%s)", entry.seq, self.run_id, reason)
                     _strip(entry, reason=reason)
                     self._write([entry])
+
+    def _store_large_outputs(self, batch: list[_Entry]) -> None:
+        """Write the outputs too large for their row to object storage, before the batch that refers to
+        them commits; the batch keeps references (``large_outputs``). A write the storage refuses makes
+        its entry's success a failure, as a value the database refuses does."""
+        for entry in batch:
+            task, final = entry.task, entry.final
+            try:
+                if task is not None and task.output is not None:
+                    stored = self._large.stored(task.output)
+                    if stored is not task.output:
+                        entry.task = dataclasses.replace(task, output=stored)
+                        if entry.data.get("output") is task.output:
+                            entry.data = {**entry.data, "output": stored}
+                if final is not None and final["outputs"] is not None:
+                    stored = self._large.stored(final["outputs"])
+                    if stored is not final["outputs"]:
+                        entry.final = {**final, "outputs": stored}
+                        if entry.data.get("outputs") is final["outputs"]:
+                            entry.data = {**entry.data, "outputs": stored}
+            except OutputStoreFailed as exc:
+                logger.warning("Event %s of run %s: an output could not be stored (%s)", entry.seq, self.run_id, exc)
+                _strip(entry, reason=cleaned(str(exc)[:REASON_MAX_CHARS]))
 
     def _write(self, batch: list[_Entry]) -> None:
         if connection.vendor == "postgresql":
@@ -591,7 +623,7 @@ class DatabaseJournal:
             )
             if not moved:
                 raise LeaseLost(f"Run {self.run_id} is no longer held by {self.owner}.")
-            RunEvent.objects.bulk_create([_event_row(self.run_id, entry) for entry in batch])
+            RunEvent.objects.bulk_create([_event_row(self.run_id, self.run_created_at, entry) for entry in batch])
             known = self._write_tasks(batch)
             if final is not None:
                 Task.objects.filter(run_id=self.run_id, status__in=OPEN_TASK_STATUSES).update(
@@ -948,9 +980,29 @@ def _strip(entry: _Entry, *, reason: str) -> None:
         entry.event_type = f"run.{status}"
 
 
-def _event_row(run_id, entry: _Entry) -> RunEvent:
+def _task_record(run_id, task: Task) -> TaskRecord:
+    """What a resumed run learns of ``task``: a stored output is read back; one that is gone fails the node
+    (storage that does not answer stops the resume: the run is resumed again later)."""
+    try:
+        output = output_loaded(run_id=run_id, value=task.output_data)
+    except StoredOutputGone as exc:
+        return TaskRecord(
+            status=TaskStatus.FAILED,
+            attempt=task.attempt,
+            error=f"Its stored output could not be read back: {exc.message}",
+        )
+    return TaskRecord(status=task.status, attempt=task.attempt, output=output, error=task.error)
+
+
+def _event_row(run_id, run_created_at: datetime, entry: _Entry) -> RunEvent:
     return RunEvent(
-        run_id=run_id, seq=entry.seq, type=entry.event_type, node_id=entry.node_id, data=entry.data, at=entry.at
+        run_id=run_id,
+        run_created_at=run_created_at,
+        seq=entry.seq,
+        type=entry.event_type,
+        node_id=entry.node_id,
+        data=entry.data,
+        at=entry.at,
     )
 
 

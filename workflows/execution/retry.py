@@ -27,6 +27,7 @@ from workflows.models import Run, RunStatus, Task, TaskStatus, Workflow
 from workflows.selectors import workflow_graph
 from workflows.services import GraphInvalid
 
+from .large_outputs import stored_outputs_copy
 from .services import run_start
 
 #: The graph a retry runs: the original run's own, or the workflow's current draft.
@@ -106,6 +107,7 @@ def run_retry(*, run: Run, workflow: Workflow, user, graph: str = RETRY_GRAPH_SA
             chat_id=run.chat_id,
             uid=run.uid,
         )
+        succeeded = stored_outputs_copy(tasks=succeeded, run=run, to=retry)  # each run's objects go with it
         reused = f"Reused from run {run.pk}: not executed again."
         Task.objects.bulk_create(
             [Task(run=retry, status=TaskStatus.SUCCEEDED, description=reused, events=[], **task) for task in succeeded]

@@ -18,6 +18,7 @@ from workflows.usage import graph_uses_models
 
 from .ending import run_usage_record
 from .journal import DatabaseJournal, leases_release
+from .node_cache import run_node_cache
 from .ports import run_ports
 from .signals import run_ended_send
 
@@ -55,6 +56,7 @@ async def run_execute(
         }
         # A run that uses no model is metered by the statement that ends it, where the journal can.
         journal.meter_with_end = not graph_uses_models(run.graph)
+        ports = run_ports(run)
         with run_observed(run=run, journal=journal) as observed:
             executor = RunExecutor(
                 graph=run.graph,
@@ -62,7 +64,8 @@ async def run_execute(
                 system=system,
                 journal=observed,
                 resumed=run.last_seq > 0,
-                ports=run_ports(run),
+                ports=ports,
+                cache=run_node_cache(run, owner_id=ports.owner_id),
             )
             result = await executor.run()
         if result.status in RUN_FINAL_STATUSES:

@@ -8,4 +8,5 @@ urlpatterns = [
     path("runs/export/", export.RunExportApi.as_view(), name="runs-export"),
     path("runs/<uuid:id>/cancel/", api.RunCancelApi.as_view(), name="run-cancel"),
     path("runs/<uuid:id>/retry/", api.RunRetryApi.as_view(), name="run-retry"),
+    path("runs/<uuid:id>/outputs/<str:key>/", api.RunStoredOutputApi.as_view(), name="run-stored-output"),
 ]

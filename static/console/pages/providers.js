@@ -9,9 +9,26 @@ const HINTS = {
   blocked: "Weft refuses this address (a private or local network): use the provider's public URL.",
   unreachable: "Nothing answered there in time: check the base URL.",
   unauthorized: "The key was refused: remove the provider and add it again with the right key.",
-  not_found: "Nothing at {base URL}/models: the base URL usually ends in /v1.",
+  not_found: "Nothing at {base URL}/models: the base URL usually ends in /v1 (/v1beta for Gemini).",
   invalid_url: "The base URL is not a valid URL.",
   http_error: "The provider answered with an error.",
+};
+
+// What the form suggests for each kind of provider (the API's `kind`).
+const KINDS = {
+  openai: { label: "OpenAI-compatible", name: "OpenAI", baseUrl: "https://api.openai.com/v1", model: "gpt-4o-mini" },
+  anthropic: {
+    label: "Anthropic",
+    name: "Anthropic",
+    baseUrl: "https://api.anthropic.com/v1",
+    model: "claude-sonnet-4-5",
+  },
+  gemini: {
+    label: "Gemini",
+    name: "Gemini",
+    baseUrl: "https://generativelanguage.googleapis.com/v1beta",
+    model: "gemini-2.5-flash",
+  },
 };
 
 let providers = [];
@@ -72,6 +89,7 @@ function providerRow(provider, uses) {
       "td",
       {},
       h("strong", {}, provider.name),
+      h("div", { class: "muted small", "data-testid": "provider-kind-label" }, KINDS[provider.kind]?.label || provider.kind),
       h("div", { class: "muted small" }, provider.base_url),
       h("div", { class: "muted small" }, provider.has_api_key ? "key set (hidden)" : "no key"),
     ),
@@ -155,14 +173,24 @@ async function load() {
   }
 }
 
+function showKindPlaceholders(form) {
+  const kind = KINDS[form.kind.value] || KINDS.openai;
+  form.name.placeholder = kind.name;
+  form.base_url.placeholder = kind.baseUrl;
+  form.model.placeholder = kind.model;
+}
+
 function setupForm() {
   const form = $("#provider-form");
+  form.kind.addEventListener("change", () => showKindPlaceholders(form));
+  form.addEventListener("reset", () => setTimeout(() => showKindPlaceholders(form)));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const button = form.querySelector('button[type="submit"]');
     button.disabled = true;
     const body = {
       name: form.name.value.trim(),
+      kind: form.kind.value,
       base_url: form.base_url.value.trim(),
       model: form.model.value.trim(),
     };

@@ -54,6 +54,22 @@ function setStatus(status) {
 }
 
 // --- Rendering -----------------------------------------------------------------------------
+// An output kept in object storage that was not inlined (events always carry the reference; an
+// answer past its inline budget too): a link that downloads it, or why it cannot be.
+function showOutput(element, value, empty) {
+  const stored = value && typeof value === "object" && !Array.isArray(value) ? value.$stored : null;
+  if (!stored || typeof stored.url !== "string") {
+    element.textContent = value === undefined || value === null ? empty : pretty(value);
+    return;
+  }
+  const size = `${Math.ceil((stored.bytes || 0) / 1024)} KiB`;
+  element.replaceChildren(
+    stored.error
+      ? `Stored output (${size}): ${stored.error}`
+      : h("a", { href: stored.url, target: "_blank", rel: "noopener" }, `Open the stored output (${size} of JSON)`),
+  );
+}
+
 function renderNode(id) {
   const info = node(id);
   drawn.setState(id, info.state);
@@ -72,7 +88,7 @@ function renderNode(id) {
   stream.textContent = info.stream;
   stream.hidden = !info.stream;
   const output = card.querySelector(".node-output");
-  output.textContent = info.output === undefined || info.output === null ? "" : pretty(info.output);
+  showOutput(output, info.output, "");
   output.hidden = !output.textContent;
   const error = card.querySelector(".node-error");
   error.textContent = info.error || "";
@@ -114,7 +130,7 @@ function selectNode(id) {
 
 function renderRunData(run) {
   $("#run-inputs").textContent = pretty(run.inputs ?? {});
-  $("#run-outputs").textContent = run.outputs === null || run.outputs === undefined ? "—" : pretty(run.outputs);
+  showOutput($("#run-outputs"), run.outputs, "—");
   const error = $("#run-error");
   error.textContent = run.error || "";
   error.hidden = !run.error;

@@ -112,6 +112,9 @@ class NodeType:
     #: Whether it only computes, in the engine's own process and quickly: no sandbox, network, model
     #: or wait. A run made only of such nodes may execute in the web process that waits for it.
     in_process: ClassVar[bool] = False
+    #: Whether a node of this type may carry ``"cache": {"ttl_s": N}``: its output follows from its
+    #: config and the values it reads, so an earlier execution's may be reused (``workflows.engine.cache``).
+    cacheable: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -137,6 +140,14 @@ class NodeType:
     def template_strings(self, config: dict) -> Iterator[tuple[str, str]]:
         """The strings of the config that are templates, with their field: checked for references."""
         return strings_in(config, "config")
+
+    def cache_refusal(self, config: dict) -> str | None:
+        """Why a node of a cacheable type may not be cached with this config (None: it may)."""
+        return None
+
+    def reused_output(self, output: dict) -> dict:
+        """The output of a node whose stored result is reused (a cache hit): by default the stored one."""
+        return output
 
     def subgraphs(self, config: dict) -> Iterator[tuple[str, dict, dict]]:
         """Sub-graphs this node runs as ``(field, graph, extra variables)``: validated with the graph."""
@@ -169,6 +180,9 @@ def _field_of(error) -> str:
 
 
 _registry: dict[str, NodeType] = {}
+#: Where node types beyond the registered ones come from (the enabled plugins: ``..plugins``); a
+#: registered type keeps its name.
+_sources: list[Callable[[], dict[str, NodeType]]] = []
 #: Moves on every registration: what a graph's validation found may no longer hold.
 registry_version = 0
 
@@ -184,9 +198,27 @@ def register(cls: type[NodeType]) -> type[NodeType]:
     return cls
 
 
+def registry_changed() -> None:
+    """The node types a source gives changed."""
+    global registry_version
+    registry_version += 1
+
+
+def node_type_source(source: Callable[[], dict[str, NodeType]]) -> None:
+    """Look up node types in ``source()`` too, after the registered ones."""
+    _sources.append(source)
+
+
 def get_node_type(name: str) -> NodeType | None:
-    return _registry.get(name)
+    node_type = _registry.get(name)
+    if node_type is not None:
+        return node_type
+    for source in _sources:
+        node_type = source().get(name)
+        if node_type is not None:
+            return node_type
+    return None
 
 
 def node_type_names() -> list[str]:
-    return sorted(_registry)
+    return sorted(set(_registry).union(*(source() for source in _sources)))

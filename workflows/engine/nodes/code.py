@@ -37,7 +37,9 @@ class Code(NodeType):
     code runs in a separate, isolated process, never in the engine's: a few standard modules, no
     network, no file of the server, no subprocess. ``timeout_s``, ``cpu_s`` and ``memory_mb`` limit
     its wall-clock time, CPU time and address space (of which the interpreter takes about 25 MB),
-    each capped by the operator's maximum.
+    each capped by the operator's maximum. With ``"cache": {"ttl_s": N}`` beside its config, the same
+    code over the same inputs reuses the earlier result for N seconds, without running: cache only
+    code whose result follows from its inputs (docs/cache.md).
 
     On failure: an exception in the code fails the node with the code's traceback and is not
     retried; neither is passing a limit or returning something that is not a JSON object. Code that
@@ -46,6 +48,7 @@ class Code(NodeType):
 
     type = "code"
     effects = False
+    cacheable = True
     description = "Run Python (def main(**inputs) -> dict) in an isolated sandbox."
     config_schema = {
         "type": "object",

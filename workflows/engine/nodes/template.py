@@ -8,6 +8,8 @@ class Template(NodeType):
     """Renders text from a Jinja2 template, sandboxed, over the variables the node may read.
 
     The output is ``{text}``. Rendering is bounded in time and size by the operator's template limits.
+    With ``"cache": {"ttl_s": N}`` beside its config, the same template over the same values reuses
+    the earlier text for N seconds (docs/cache.md).
 
     On failure: a template that does not render (an undefined variable, a bad filter) fails the node
     without a retry; one that does not parse is refused when the graph is validated.
@@ -16,6 +18,7 @@ class Template(NodeType):
     type = "template"
     effects = False
     in_process = True
+    cacheable = True
     description = "Render a Jinja2 template (sandboxed)."
     config_schema = {
         "type": "object",
