@@ -17,18 +17,21 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 NPROC := $(shell nproc 2>/dev/null || echo 1)
-# Tests are handed out two at a time: in bigger chunks the slow ones (schemathesis, ~100 s each)
-# queued behind each other on one worker while the other sat idle. Each worker still runs its tests
-# in pytest-django's order (transactional ones after the others), which --dist worksteal breaks.
-XDIST := $(shell [ $(NPROC) -ge 2 ] && echo "-n auto --maxschedchunk 2")
+# One worker more than cores: the suite waits on child processes (servers, workers, a browser) as
+# much as it computes (3 workers on 2 cores kept them 95% busy, 2 workers left time idle). Tests are
+# handed out two at a time, the slow ones first (tests/conftest.py): in bigger chunks they queued
+# behind each other on one worker. Each worker runs its database tests in pytest-django's order
+# (transactional ones after the others), which --dist worksteal breaks.
+XDIST := $(shell [ $(NPROC) -ge 2 ] && echo "-n $$(( $(NPROC) + 1 )) --maxschedchunk 2")
 
-.PHONY: loadgen help run serve demo migrate collectstatic test test-journal-sqlite test-embedded lint lint-js bench clean venv install install-dev lock sandbox browser
+.PHONY: loadgen help run serve demo migrate collectstatic test test-journal-sqlite test-embedded test-fuzz lint lint-js bench clean venv install install-dev lock sandbox browser
 
 help:
 	@echo "make run      create the venv, install, migrate SQLite, load the demo, serve on \$$PORT (default 8000)"
 	@echo "make test     install the dev tools and run the whole test suite (PYTEST_ARGS=... to pass options)"
 	@echo "make test-journal-sqlite  the database journal's tests (marker journal) on SQLite, whatever DATABASE_URL says"
 	@echo "make test-embedded  triggers, failure policies, retries, export, plugins, cache, large outputs on SQLite without Redis"
+	@echo "make test-fuzz  schemathesis with its coverage phase (every documented boundary) against live servers"
 	@echo "make lint     ruff check, ruff format --check and the import contracts (lint-imports)"
 	@echo "make lint-js  eslint over the console's JavaScript (npm ci from package-lock.json)"
 	@echo "make migrate  apply migrations to DATABASE_URL (default: var/weft.sqlite3)"
@@ -156,6 +159,12 @@ EMBEDDED_TESTS := tests/hooks tests/alerts tests/engine/test_retry.py tests/engi
 test-embedded: install-dev
 	env DATABASE_URL=sqlite:///$(CURDIR)/var/test-embedded.sqlite3 REDIS_URL= WEFT_REQUIRE_SERVICES= \
 		$(BIN)/python -m pytest $(XDIST) $(EMBEDDED_TESTS) $(PYTEST_ARGS)
+
+# Schemathesis with its coverage phase too: every documented boundary of every parameter of every
+# operation (the suite leaves that phase out to stay under 10 minutes; CI runs this step after it).
+test-fuzz: install-dev
+	env WEFT_SCHEMATHESIS_PHASES=examples,coverage,fuzzing,stateful \
+		$(BIN)/python -m pytest $(XDIST) tests/platform/test_schemathesis.py $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -17,6 +17,39 @@ def services_required() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
+    _slow_ones_first(items)
+    _services_skipped_without_them(items)
+
+
+#: The longest tests (a fuzzer against a live server, a minute or more each).
+LONGEST_MODULES = ("tests/platform/test_schemathesis.py",)
+
+
+def _slow_ones_first(items) -> None:
+    """The slow tests that use no test database go first, the longest of them at the very front.
+
+    pytest-django puts the tests without a database last; pytest-xdist hands tests out in order, so the
+    fuzzer's minutes used to start when the other worker had nearly finished, and the run waited for
+    it. Begun first, they overlap with the rest. The database tests keep pytest-django's order among
+    themselves (transactional ones after the others).
+    """
+
+    def rank(item) -> int:
+        if not item.get_closest_marker("slow") or _uses_database(item):
+            return 2
+        return 0 if item.nodeid.startswith(LONGEST_MODULES) else 1
+
+    items.sort(key=rank)
+
+
+def _uses_database(item) -> bool:
+    fixtures = getattr(item, "fixturenames", ())
+    return bool(item.get_closest_marker("django_db")) or any(
+        name in fixtures for name in ("db", "transactional_db", "live_server", "django_db_setup")
+    )
+
+
+def _services_skipped_without_them(items) -> None:
     """Tests marked `services` need PostgreSQL and Redis: skipped without them (CI refuses to start
     without them, see pytest_sessionstart)."""
     have_postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")

@@ -11,7 +11,7 @@ from channels.layers import channel_layers
 from licensing.app_api import run_event_stream
 from tests.app_api.conftest import APP_SECRET, bearer, run_path
 from tests.factories import RunFactory
-from tests.platform.live import daphne, free_port, live_database, manage, server_env
+from tests.platform.live import daphne, database_migrate, free_port, live_database, manage, server_env
 from workflows.execution.runner import run_execute
 from workflows.execution.services import run_cancel
 
@@ -162,7 +162,7 @@ def test_a_real_http_client_reads_the_llm_deltas_in_order_before_the_end(tmp_pat
     port = free_port()
     with live_database(tmp_path) as database_url:
         env = server_env(DATABASE_URL=database_url, WEFT_OUTBOUND_ALLOW="127.0.0.1/32")
-        manage("migrate", "--noinput", env=env)
+        database_migrate(env)
         values = {"BASE_URL": fake_openai.base_url, "API_KEY": fake_openai.api_key, "SECRET": APP_SECRET}
         script = "".join(f"{name} = {value!r}\n" for name, value in values.items()) + CREATE_CHAT_APP
         workflow_id = json.loads(manage("shell", "-c", script, env=env).splitlines()[-1])["workflow"]

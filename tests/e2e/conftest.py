@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.platform.live import BASE_DIR, ServerProcess, daphne, free_port, manage, server_env
+from tests.platform.live import BASE_DIR, ServerProcess, daphne, database_migrate, free_port, manage, server_env
 
 CHROMIUM = Path(os.environ.get("WEFT_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -104,7 +104,7 @@ def live_console(tmp_path_factory, slow_server) -> Iterator[LiveConsole]:
         DEBUG="1",
         WEFT_OUTBOUND_ALLOW=f"127.0.0.1:{slow_server.port}",
     )
-    manage("migrate", "--noinput", env=env)
+    database_migrate(env)
     demo = DEMO_LINE.search(manage("weft_demo", env=env))
     assert demo, "weft_demo printed no password for the demo user"
     with daphne(port=port, env=env) as process:

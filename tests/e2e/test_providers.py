@@ -10,7 +10,7 @@ import pytest
 
 from tests.e2e.conftest import DEMO_LINE, STARTUP_TIMEOUT_S, LiveConsole
 from tests.fakes.openai_server import FakeOpenAI
-from tests.platform.live import daphne, free_port, manage, server_env
+from tests.platform.live import daphne, database_migrate, free_port, manage, server_env
 from workflows.management.commands.weft_demo import MISSING_PROVIDER
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def live_console(tmp_path_factory, fake_llm) -> Iterator[LiveConsole]:
         DEBUG="1",
         WEFT_OUTBOUND_ALLOW=f"127.0.0.1:{fake_llm.port}",
     )
-    manage("migrate", "--noinput", env=env)
+    database_migrate(env)
     demo = DEMO_LINE.search(manage("weft_demo", env=env))
     assert demo, "weft_demo printed no password for the demo user"
     port = free_port()

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import DEMO_LINE, STARTUP_TIMEOUT_S, LiveConsole
-from tests.platform.live import daphne, free_port, manage, server_env
+from tests.platform.live import daphne, database_migrate, free_port, manage, server_env
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def live_console(tmp_path_factory) -> Iterator[LiveConsole]:
     """As tests/e2e/conftest.py's, with a second user (no workflow of their own) to share one with."""
     tmp = tmp_path_factory.mktemp("triggers")
     env = server_env(DATABASE_URL=f"sqlite:///{tmp / 'e2e.sqlite3'}", DEBUG="1")
-    manage("migrate", "--noinput", env=env)
+    database_migrate(env)
     demo = DEMO_LINE.search(manage("weft_demo", env=env))
     assert demo, "weft_demo printed no password for the demo user"
     manage("shell", "-c", CREATE_VIEWER, env=env)

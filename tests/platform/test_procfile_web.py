@@ -13,7 +13,7 @@ import httpx
 import pytest
 from django.conf import settings
 
-from .live import ServerProcess, free_port, live_database, manage, server_env
+from .live import ServerProcess, database_migrate, free_port, live_database, manage, server_env
 from .test_trusted_proxy import procfile_command
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
@@ -54,7 +54,7 @@ def test_the_web_process_answers_the_runs_its_requests_wait_for(tmp_path):
             WEB_THREADS="8",
             WEFT_ENGINE_WAIT_TIMEOUT_S="2",  # the wait for a run no worker takes
         )
-        manage("migrate", "--noinput", env=env)
+        database_migrate(env)
         ids = json.loads(manage("shell", "-c", "import json\n" + SETUP, env=env).strip().splitlines()[-1])
         with ServerProcess(procfile_command("web", port), env=env) as server:
             base = f"http://127.0.0.1:{port}"

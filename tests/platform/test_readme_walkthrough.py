@@ -5,7 +5,7 @@ import re
 import shutil
 import subprocess
 
-from .live import BASE_DIR, daphne, free_port, manage, server_env
+from .live import BASE_DIR, daphne, database_migrate, free_port, manage, server_env
 
 README = BASE_DIR / "README.md"
 SECTION = "### The same workflow through the API"
@@ -41,7 +41,7 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path):
     assert shutil.which("curl"), "the README's walkthrough is curl commands: install curl"
     blocks = walkthrough_blocks()
     env = server_env(DATABASE_URL=f"sqlite:///{tmp_path / 'readme.sqlite3'}", DEBUG="1")
-    manage("migrate", "--noinput", env=env)
+    database_migrate(env)
     password = DEMO_LINE.search(manage("weft_demo", env=env))
     assert password, "weft_demo printed no password for the demo user"
     port = free_port()
