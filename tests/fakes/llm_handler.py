@@ -12,7 +12,7 @@ from dataclasses import replace
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
-from .openai_server import Answer
+from .openai_server import Answer, json_send
 
 
 class ScriptedHandler(BaseHTTPRequestHandler):
@@ -59,14 +59,7 @@ class ScriptedHandler(BaseHTTPRequestHandler):
     # --- the common part ---
 
     def send_json(self, status: int, payload: dict, headers: dict | None = None) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        json_send(self, status, payload, headers)
 
     def authorized(self) -> bool:
         if self.fake.api_key is None or self.headers.get(self.key_header) == self.fake.api_key:
