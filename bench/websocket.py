@@ -208,7 +208,7 @@ def journals_play(runs: list[Run], scenario: Scenario):
                 batches = [await recorded.get()]
                 while not recorded.empty():
                     batches.append(recorded.get_nowait())
-                await loop.run_in_executor(database, store, batches)
+                await loop.run_in_executor(database, store, batches, created)
                 by_run: dict[str, list[dict]] = {}
                 for batch in batches:
                     by_run.setdefault(batch[0]["run"], []).extend(batch)
@@ -218,10 +218,15 @@ def journals_play(runs: list[Run], scenario: Scenario):
                 for _ in batches:
                     recorded.task_done()
 
+        created = {str(run_row.pk): run_row.created_at for run_row in runs}  # run_events' partition key
         writer = loop.create_task(write_forever())
         try:
             await asyncio.gather(*(play(run_row) for run_row in runs))
-            await recorded.join()
+            joined = loop.create_task(recorded.join())
+            await asyncio.wait({joined, writer}, return_when=asyncio.FIRST_COMPLETED)
+            if writer.done():  # it failed: say why, rather than wait for batches nobody writes
+                joined.cancel()
+                writer.result()
         finally:
             writer.cancel()
             await loop.run_in_executor(database, close_connection)
@@ -235,11 +240,12 @@ def close_connection() -> None:
     connection.close()  # this thread's
 
 
-def store(batches: list[list[dict]]) -> None:
+def store(batches: list[list[dict]], created: dict) -> None:
     with transaction.atomic():
         RunEvent.objects.bulk_create(
             RunEvent(
                 run_id=message["run"],
+                run_created_at=created[message["run"]],
                 seq=message["seq"],
                 type=message["type"],
                 node_id=message["node"] or "",

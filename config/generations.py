@@ -23,13 +23,14 @@ from config.redis_connection import redis_client
 ACCESS = "access"
 
 
-def _key(name: str) -> str:
+def generation_key(name: str) -> str:
+    """The cache key of ``name``'s token (``config.rate_limits.call_checks_read`` reads it with others)."""
     return f"weft:generation:{name}"
 
 
 def generation(name: str) -> str:
     """The current token of ``name`` (one is made if there is none)."""
-    key = _key(name)
+    key = generation_key(name)
     redis_cache = redis_cache_or_none()
     if redis_cache is not None:
         client, key = redis_client(), redis_cache.make_key(key)
@@ -58,7 +59,7 @@ def generation_move(name: str) -> None:
 
 
 def _move(name: str) -> None:
-    key, token = _key(name), uuid.uuid4().hex
+    key, token = generation_key(name), uuid.uuid4().hex
     redis_cache = redis_cache_or_none()
     if redis_cache is not None:
         redis_client().set(redis_cache.make_key(key), token)

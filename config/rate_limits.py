@@ -57,11 +57,22 @@ class RateDecision:
 
 def rate_limit_hit(*, key: str, limit: int, window_s: int = 60) -> RateDecision:
     """Count one hit against ``limit`` per ``window_s`` seconds for ``key``."""
-    now = _now()
-    window = math.floor(now / window_s)
-    count = _window_count(f"weft:rl:{key}:{window_s}:{window}", timeout=window_s + KEY_GRACE_S)
-    resets_in = max((window + 1) * window_s - now, 0.001)
-    return RateDecision(allowed=count <= limit, count=count, limit=limit, resets_in=resets_in)
+    window = RateWindow(key=key, window_s=window_s)
+    return window.decision(count=_window_count(window.cache_key, timeout=window_s + KEY_GRACE_S), limit=limit)
+
+
+class RateWindow:
+    """The fixed window a hit of ``key`` counts in now: its cache key, and the decision for a count in it."""
+
+    def __init__(self, *, key: str, window_s: int):
+        self.now = _now()
+        self.window = math.floor(self.now / window_s)
+        self.window_s = window_s
+        self.cache_key = f"weft:rl:{key}:{window_s}:{self.window}"
+
+    def decision(self, *, count: int, limit: int) -> RateDecision:
+        resets_in = max((self.window + 1) * self.window_s - self.now, 0.001)
+        return RateDecision(allowed=count <= limit, count=count, limit=limit, resets_in=resets_in)
 
 
 def _window_count(cache_key: str, *, timeout: int) -> int:
@@ -86,17 +97,22 @@ def _window_count(cache_key: str, *, timeout: int) -> int:
     return 1
 
 
+def flag_key(key: str) -> str:
+    """The cache key of the flag ``key``."""
+    return f"weft:flag:{key}"
+
+
 def flag_raise(*, key: str, seconds: int) -> None:
     """Raise a flag every process sees for ``seconds`` (an address blocked after too many failures, say)."""
-    cache.set(f"weft:flag:{key}", True, timeout=seconds)
+    cache.set(flag_key(key), True, timeout=seconds)
 
 
 def flag_raised(*, key: str) -> bool:
     """Whether the flag ``key`` is up: with Redis one ``EXISTS`` (a check made on every call)."""
     redis_cache = redis_cache_or_none()
     if redis_cache is not None:
-        return bool(redis_client().exists(redis_cache.make_key(f"weft:flag:{key}")))
-    return bool(cache.get(f"weft:flag:{key}"))
+        return bool(redis_client().exists(redis_cache.make_key(flag_key(key))))
+    return bool(cache.get(flag_key(key)))
 
 
 def redis_cache_or_none() -> RedisCache | None:

@@ -126,6 +126,14 @@ else:
     # the Procfile sets it: a process's threads (gunicorn's, a run's journal thread) then borrow an
     # open connection instead of opening one each (a PostgreSQL backend per connection: ~3 ms).
     # Without it, 0 keeps no connection between requests and tasks (the default).
+    # psycopg prepares a statement that a connection has executed this many times, so PostgreSQL plans
+    # it once: only the statements that repeat with server-side binding (config.db.prepared_cursor:
+    # a run's journal batches), as Django's own cursors bind on the client. Empty: never (a pooler in
+    # transaction mode, such as PgBouncer's, needs that).
+    prepare_threshold = env.str("DATABASE_PREPARE_THRESHOLD", default="5")
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+        int(prepare_threshold) if prepare_threshold else None
+    )
     pool_max_size = env.int("DATABASE_POOL_MAX_SIZE", default=0)
     if pool_max_size > 0:
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {

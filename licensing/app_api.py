@@ -26,8 +26,10 @@ from rest_framework.views import APIView
 from config.api.pagination import PageNumberPagination
 from config.api.responses import RUN_QUOTA_429
 from config.api.throttling import ClientAddressThrottle, throttle_rate_parse
+from config.call_checks import call_checks_read
 from config.conf import weft_settings
 from config.errors import Forbidden, NotFound, RateLimited
+from config.generations import ACCESS
 from config.rate_limits import flag_raise, flag_raised, rate_limit_hit
 from workflows.execution import live
 from workflows.execution import services as execution
@@ -36,7 +38,7 @@ from workflows.models import ReleaseChannel, Run, RunTrigger, Workflow
 from workflows.releases.selectors import flow_latest_released
 from workflows.serializers import RunSerializer, finished_run_data
 
-from .access import Access, access_now
+from .access import Access
 from .app_serializers import (
     AppChatHistoryQuerySerializer,
     AppChatRoundSerializer,
@@ -71,9 +73,14 @@ def _auth_blocked_key(address: str) -> str:
     return f"app-auth-blocked:{address}"
 
 
-def app_auth_blocked_check(*, address: str) -> None:
-    """429 for an address that failed too often: it tries no credentials, right or wrong, until the window ends."""
-    if flag_raised(key=_auth_blocked_key(address)):
+def app_auth_blocked_check(*, address: str, blocked: bool | None = None) -> None:
+    """429 for an address that failed too often: it tries no credentials, right or wrong, until the window ends.
+
+    ``blocked``: whether its flag is up, if the caller read it already (None: read it).
+    """
+    if blocked is None:
+        blocked = flag_raised(key=_auth_blocked_key(address))
+    if blocked:
         limit, window_s = _auth_failure_rate()
         raise RateLimited(
             f"Too many failed app authentications from this address: {limit} per {window_s} s are allowed.",
@@ -189,9 +196,15 @@ class AppApiView(APIView):
 
     def perform_authentication(self, request):
         # DRF throttles after authentication, so failures are counted here, per client address.
+        # What every call checks first, in one round trip: the address's block, the access token
+        # (licensing.access) and its hit of the address throttle (counted for a refused call too).
         address = request.META.get("REMOTE_ADDR") or "unknown"
-        app_auth_blocked_check(address=address)
-        request.weft_access = access_now()
+        checks = call_checks_read(
+            flag=_auth_blocked_key(address), generations=[ACCESS], hit=ClientAddressThrottle.hit(request, self)
+        )
+        app_auth_blocked_check(address=address, blocked=checks.flag_up)
+        request.weft_access = Access(checks.tokens[ACCESS])
+        request.weft_address_decision = checks.hit
         try:
             super().perform_authentication(request)
         except exceptions.AuthenticationFailed:

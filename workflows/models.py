@@ -256,11 +256,16 @@ class Run(models.Model):
     Trigger = RunTrigger
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="runs")
+    # Every index of runs is written on each run's insert and on each change of its status, so none is
+    # kept twice: idx_runs_workflow_created (workflow, -created_at) serves lookups by workflow, and
+    # idx_runs_agent_id those by agent.
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="runs", db_index=False)
     flow = models.ForeignKey(WorkflowVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="runs")
     version = models.CharField(max_length=128, blank=True, default="")
     graph = models.JSONField(default=dict)
-    agent = models.ForeignKey("agents.Agent", on_delete=models.SET_NULL, null=True, blank=True, related_name="runs")
+    agent = models.ForeignKey(
+        "agents.Agent", on_delete=models.SET_NULL, null=True, blank=True, related_name="runs", db_index=False
+    )
     triggered_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="runs"
     )

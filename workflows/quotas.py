@@ -182,7 +182,8 @@ def _run_quota_state_sql(vendor: str) -> str:
 
     On PostgreSQL it is preceded by the lock on the user's row (as ``_user_lock``), as a statement
     of its own: in READ COMMITTED each statement reads from a snapshot taken when it starts, so the
-    count must come from a statement that starts once the lock is held.
+    count must come from a statement that starts once the lock is held. Before both, a setting for
+    the count's scan (below).
     """
     quotas, runs, workflows, users = _table(UserQuota), _table(Run), _table(Workflow), _table(User)
     quota_user = _column(UserQuota, "user")
@@ -202,20 +203,26 @@ SELECT
         return state
     user_id = _column(User, "id")
     lock = f"SELECT {user_id} FROM {users} WHERE {user_id} = %(user)s FOR NO KEY UPDATE"  # noqa: S608
-    return f"{lock};{state}"
+    # The count walks idx_runs_in_flight, which also holds the versions of ended runs until a vacuum
+    # (a run's row changes its status as it ends). A bitmap scan visits each of them on every start;
+    # an index scan marks those dead to everyone as it passes, so the next start skips them: under
+    # a steady load of starts the count stays a few entries long instead of growing between vacuums
+    # (measured: 0.23 ms at 662 ended runs, and growing, against 0.014 ms). Until the commit only.
+    return f"SET LOCAL enable_bitmapscan = off;{lock};{state}"
 
 
 def _run_quota_state(*, user_id: int, owner_id: int) -> _RunQuotaState:
     """The limits and runs in flight of ``user_id``, counted under the lock on their row, in one round trip.
 
-    On PostgreSQL the lock and the count go as two statements in one query (psycopg's client-side
-    binding cursor, Django's default, sends them together). SQLite has no row locks and needs
+    On PostgreSQL the setting, the lock and the count go as three statements in one query
+    (psycopg's client-side binding cursor, Django's default, sends them together). SQLite has no row locks and needs
     none: its transactions (IMMEDIATE) hold the database's write lock from their start.
     """
     params = {"user": user_id, "owner": owner_id, "pending": RunStatus.PENDING, "running": RunStatus.RUNNING}
     with connection.cursor() as cursor:
         cursor.execute(_run_quota_state_sql(connection.vendor), params)
         if connection.vendor == "postgresql":
+            cursor.nextset()  # past the SET
             cursor.nextset()  # past the lock's result
         concurrent_runs, runs_per_day, workflow_runs_per_day, in_flight = cursor.fetchone()
     return _RunQuotaState(

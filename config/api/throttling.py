@@ -34,14 +34,16 @@ class ClientAddressThrottle(BaseThrottle):
     """
 
     def allow_request(self, request, view) -> bool:
-        scope = getattr(view, "throttle_scope", None)
-        rate = api_settings.DEFAULT_THROTTLE_RATES.get(scope) if scope else None
-        if not rate:
+        hit = self.hit(request, view)
+        if hit is None:
             return True
-        limit, window_s = throttle_rate_parse(rate)
-        address = request.META.get("REMOTE_ADDR") or "unknown"
-        decision = rate_limit_hit(key=f"throttle:{scope}:{address}", limit=limit, window_s=window_s)
+        key, limit, window_s = hit
+        # Counted already if the view read it with its other checks (the app API: one round trip)
+        decision = getattr(request, "weft_address_decision", None) or rate_limit_hit(
+            key=key, limit=limit, window_s=window_s
+        )
         if not decision.allowed:
+            scope = view.throttle_scope
             raise RateLimited(
                 f"Too many requests: {limit} per {window_s} s are allowed from one address here.",
                 code="throttled",
@@ -51,3 +53,14 @@ class ClientAddressThrottle(BaseThrottle):
                 window_s=window_s,
             )
         return True
+
+    @staticmethod
+    def hit(request, view) -> tuple[str, int, int] | None:
+        """The hit a call counts: its key, the limit and the window (s); None if the view's scope has no rate."""
+        scope = getattr(view, "throttle_scope", None)
+        rate = api_settings.DEFAULT_THROTTLE_RATES.get(scope) if scope else None
+        if not rate:
+            return None
+        limit, window_s = throttle_rate_parse(rate)
+        address = request.META.get("REMOTE_ADDR") or "unknown"
+        return f"throttle:{scope}:{address}", limit, window_s

@@ -10,6 +10,8 @@ import uuid
 import pytest
 from django.conf import settings as django_settings
 
+from config.call_checks import call_checks_read
+from config.generations import generation, generation_key, generation_move
 from config.rate_limits import flag_raise, flag_raised, rate_limit_hit
 from tests.fakes.caches import CullingCache, EvictOnce, cache_use
 
@@ -123,3 +125,37 @@ def test_a_raised_flag_is_seen_until_it_lapses(settings, local):
     assert not flag_raised(key=f"{key}-other")
     time.sleep(1.2)
     assert not flag_raised(key=key)
+
+
+@pytest.mark.parametrize("local", [False, True], ids=["the configured cache", "local memory"])
+def test_the_checks_read_together_read_what_each_reads_alone(settings, clock, local):
+    if local:
+        cache_use(settings, CullingCache)
+    flag, key, name = f"flag-{uuid.uuid4()}", f"key-{uuid.uuid4()}", f"gen-{uuid.uuid4()}"
+    flag_raise(key=flag, seconds=30)
+    rate_limit_hit(key=key, limit=2, window_s=60)
+
+    checks = call_checks_read(flag=flag, generations=[name], hit=(key, 2, 60))
+
+    assert checks.flag_up
+    assert checks.tokens == {name: generation(name)}
+    assert (checks.hit.allowed, checks.hit.count, checks.hit.resets_in) == (True, 2, pytest.approx(59.5))
+    assert not rate_limit_hit(key=key, limit=2, window_s=60).allowed  # counted in the same window
+    generation_move(name)
+    moved = call_checks_read(flag=f"{flag}-other", generations=[name], hit=None)
+    assert (moved.flag_up, moved.hit) == (False, None)
+    assert moved.tokens[name] == generation(name) != checks.tokens[name]
+
+
+def test_a_vanished_token_is_made_again_when_the_checks_read_it(clock):
+    from django.core.cache import cache
+
+    name = f"gen-{uuid.uuid4()}"
+    first = generation(name)
+    cache.delete(generation_key(name))
+
+    again = call_checks_read(flag="f", generations=[name], hit=None).tokens[name]
+
+    assert again
+    assert again != first
+    assert generation(name) == again

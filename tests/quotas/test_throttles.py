@@ -51,6 +51,21 @@ def test_the_app_api_is_throttled_per_address(api_client, user, rates):
     assert api_client.get(history, **credentials, REMOTE_ADDR="10.0.0.3").status_code == 200
 
 
+def test_the_app_api_counts_a_call_with_wrong_credentials_against_the_address_too(api_client, user, rates):
+    """The address's hit is read with the call's other checks, before its credentials are tried."""
+    rates(app="2/min")
+    AppFactory(owner=user, api_key="wk_counted", api_secret="s3cret-of-the-app", rate_limit_per_minute=1000)
+    history = "/api/v1/app/chats/c1/history/"
+
+    wrong = api_client.get(history, HTTP_AUTHORIZATION="Bearer wk_counted:not-the-secret")
+    right = [
+        api_client.get(history, HTTP_AUTHORIZATION="Bearer wk_counted:s3cret-of-the-app").status_code for _ in range(2)
+    ]
+
+    assert wrong.status_code == 401
+    assert right == [200, 429]
+
+
 @pytest.mark.parametrize(("rate", "parsed"), [("30/min", (30, 60)), ("5/s", (5, 1)), ("100/hour", (100, 3600))])
 def test_rates_read_like_drfs(rate, parsed):
     assert throttle_rate_parse(rate) == parsed

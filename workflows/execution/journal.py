@@ -59,6 +59,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from config.conf import weft_settings
+from config.db import prepared_cursor
 from workflows.engine import (
     LeaseLost,
     OutputInvalid,
@@ -705,7 +706,7 @@ class DatabaseJournal:
         if statement is None:  # something in the batch must be cleaned first
             _clean(batch)
             statement = self._statement(batch, encode=json_text)
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(statement.sql, statement.params)
             moved = cursor.fetchone()[0]
         if not moved:
