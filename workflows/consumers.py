@@ -255,6 +255,10 @@ class WorkflowRunsConsumer(_AuthenticatedConsumer):
     async def run_event(self, message: dict) -> None:
         await self.send(text_data=message["text"])
 
+    async def run_events(self, message: dict) -> None:
+        for payload in live.payloads(message):
+            await self.send(text_data=payload["text"])
+
 
 def _visible_workflow(user, workflow_id) -> bool:
     return workflows_for_user(user=user, roles=CAN_VIEW).filter(pk=workflow_id).exists()

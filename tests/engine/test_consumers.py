@@ -8,11 +8,13 @@ from channels.db import database_sync_to_async
 from channels.layers import channel_layers
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
+from django.utils import timezone
 from knox.models import AuthToken
 
 from config.routing import websocket_urlpatterns
 from tests.engine.conftest import edge, end, node, start
 from tests.factories import RunFactory, UserFactory, WorkflowFactory, WorkflowMemberFactory
+from workflows.execution import live
 from workflows.execution.runner import run_execute
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -241,6 +243,26 @@ async def test_the_workflow_runs_socket_lists_runs_and_streams_their_status():
     await communicator.disconnect()
 
 
+async def test_the_workflow_runs_socket_gets_a_short_runs_start_and_end_sent_as_one_message():
+    """A run that starts and ends in one committed batch sends its run events to the workflow as one message."""
+    run, _, token = await make_run()
+    communicator = await connect(f"/ws/workflows/{run.workflow_id}/runs/", token=token)
+    await communicator.receive_json_from(timeout=2)
+    batch = [
+        live.event_message(run_id=run.pk, seq=seq, event_type=kind, node_id=node, data={}, at=timezone.now())
+        for seq, (kind, node) in enumerate(
+            [("run.started", ""), ("node.started", "s"), ("node.succeeded", "s"), ("run.succeeded", "")], start=1
+        )
+    ]
+
+    await live.publish_batch(workflow_id=run.workflow_id, messages=batch)
+
+    received = [await communicator.receive_json_from(timeout=5) for _ in range(2)]
+    assert [(event["type"], event["seq"]) for event in received] == [("run.started", 1), ("run.succeeded", 4)]
+    assert await communicator.receive_nothing(timeout=0.2)
+    await communicator.disconnect()
+
+
 @pytest.fixture
 def redis_layer(settings):
     settings.CHANNEL_LAYERS = {
@@ -269,9 +291,6 @@ async def test_with_channels_redis_the_client_sees_every_event_in_order():
 async def test_events_stored_but_never_streamed_are_sent_before_the_live_event_after_them():
     """A worker that dies between storing events and streaming them leaves a gap in seq: the
     next live event (from the worker that resumed the run) makes the consumer fill it from the store."""
-    from django.utils import timezone
-
-    from workflows.execution import live
     from workflows.models import RunEvent
 
     run, _, token = await make_run()

@@ -59,8 +59,8 @@ async def publish(*, workflow_id, message: dict) -> None:
 
 async def publish_batch(*, workflow_id, messages: list[dict]) -> None:
     """Send a run's events, committed together, to its group as one message (``run.events`` when
-    there are several: a server then writes them to each socket at once); the run events also go,
-    one by one, to the workflow's runs group."""
+    there are several: a server then writes them to each socket at once); its run events
+    (``run.started``, ``run.succeeded``...) also go to the workflow's runs group, likewise."""
     layer = get_channel_layer()
     if layer is None or not messages:
         return
@@ -69,9 +69,10 @@ async def publish_batch(*, workflow_id, messages: list[dict]) -> None:
         await _send(layer, RUN_GROUP.format(messages[0]["run"]), payloads[0])
     else:
         await _send(layer, RUN_GROUP.format(messages[0]["run"]), {"type": BATCH_HANDLER, "events": payloads})
-    for payload in payloads:
-        if payload["kind"].startswith("run."):
-            await _send(layer, WORKFLOW_RUNS_GROUP.format(workflow_id), payload)
+    ran = [payload for payload in payloads if payload["kind"].startswith("run.")]
+    if ran:  # a short run starts and ends in one batch: one message, not two
+        batch = ran[0] if len(ran) == 1 else {"type": BATCH_HANDLER, "events": ran}
+        await _send(layer, WORKFLOW_RUNS_GROUP.format(workflow_id), batch)
 
 
 def payloads(message: dict) -> list[dict]:
