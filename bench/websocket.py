@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from django.db import connection, transaction
 from django.utils import timezone
 
+from config.conf import weft_settings
 from workflows.execution import live
 from workflows.execution.runner import run_execute
 from workflows.models import Run, RunEvent, RunStatus, Workflow
@@ -241,7 +242,13 @@ def close_connection() -> None:
 
 
 def store(batches: list[list[dict]], created: dict) -> None:
+    # As a journal commits: a batch that ends its run waits for the WAL flush, the others do not
+    # (JOURNAL_SYNCHRONOUS_COMMIT, off by default; workflows/execution/journal.py).
+    final = any(live.is_final(message["type"]) for batch in batches for message in batch)
     with transaction.atomic():
+        if connection.vendor == "postgresql" and not (final or weft_settings.JOURNAL_SYNCHRONOUS_COMMIT):
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit = off")
         RunEvent.objects.bulk_create(
             RunEvent(
                 run_id=message["run"],

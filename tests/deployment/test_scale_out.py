@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
-from django.db.models import Max
+from django.db.models import Max, Min
 from django.utils import timezone
 from knox.models import AuthToken
 from websockets.asyncio.client import connect
@@ -55,9 +55,13 @@ CONNECT_RETRIES = 10
 FINAL_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 NODES = ("start", "call", "greet", "end")
 
-FAST = chain(
-    start(n="number"), node("greet", "template", {"template": "run {{ start.n }}"}), end(text="{{ greet.text }}")
-)
+
+def fast_graph(service_url: str) -> dict:
+    """start → call (an outside service that answers at once) → greet → end. The call sends each run to a
+    worker: a run of computing nodes only would be executed by the server that started it."""
+    call = node("call", "http_request", {"url": f"{service_url}/drip?n=1&every=0"})
+    greet = node("greet", "template", {"template": "run {{ start.n }}: {{ call.status }}"})
+    return chain(start(n="number"), call, greet, end(text="{{ greet.text }}"))
 
 
 def slow_graph(service_url: str) -> dict:
@@ -124,7 +128,8 @@ def drain(deployment: Deployment, workers, run_ids: list[str]) -> Drain:
     wait_for(lambda: not runs.exclude(status__in=FINAL_STATUSES).exists(), timeout=30, what="the backlog to be drained")
     busy_after, total_after = cpu_times()
     assert set(runs.values_list("status", flat=True)) == {RunStatus.SUCCEEDED}
-    last = runs.aggregate(last=Max("finished_at"))["last"]
+    first, last = runs.aggregate(first=Min("started_at"), last=Max("finished_at")).values()
+    assert first >= began  # the backlog waited for these workers (no server executed it)
     return Drain(len(run_ids) / (last - began).total_seconds(), (busy_after - busy) / (total_after - total))
 
 
@@ -284,7 +289,7 @@ def test_two_servers_and_three_workers_finish_every_run_once_through_a_worker_an
     workers = deployment.workers
     _, token = AuthToken.objects.create(user=UserFactory())
     api = Api(token)
-    fast_id = api.workflow_create(servers[0], "Throughput", FAST)
+    fast_id = api.workflow_create(servers[0], "Throughput", fast_graph(fake_http.url("")))
     workflow_id = api.workflow_create(servers[1], "Through failures", slow_graph(fake_http.url("")))
 
     # --- Throughput: the same backlog drained by one worker, then by three. ---------------------
