@@ -3,6 +3,7 @@
 import contextlib
 from collections.abc import Iterator
 
+import psycopg
 from channels.db import database_sync_to_async
 from django.db import connection
 
@@ -26,17 +27,16 @@ def prepared_cursor() -> Iterator:
     Django's cursors bind parameters on the client (its default, ``server_side_binding``): each
     statement arrives as new text and is planned again, and a journal batch plans longer than it
     executes (about 1.2 ms against 1 ms). This one binds them on the server, so psycopg prepares a
-    statement once the connection has executed it ``prepare_threshold`` times (psycopg's default
-    5; ``OPTIONS["prepare_threshold"]: None`` turns it off, as a pooler in transaction mode needs)
-    and PostgreSQL then reuses its plan. It is Django's cursor wrapper around it, so errors are
-    Django's and query logging and execute wrappers see it. Elsewhere: Django's own cursor.
+    statement once the connection has executed it ``OPTIONS["prepare_threshold"]`` times (5, from
+    ``DATABASE_PREPARE_THRESHOLD``; empty: never, as a pooler in transaction mode needs) and
+    PostgreSQL then reuses its plan. It is wrapped as Django's ``connection.cursor()`` wraps its
+    own (``make_cursor``, or ``make_debug_cursor`` while queries are logged), so errors are Django's
+    and query logging and execute wrappers see it. Elsewhere: Django's own cursor.
     """
     if connection.vendor != "postgresql":
         with connection.cursor() as cursor:
             yield cursor
         return
-    import psycopg
-
     connection.ensure_connection()
     raw = psycopg.Cursor(connection.connection)
     cursor = connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
