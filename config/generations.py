@@ -24,7 +24,7 @@ ACCESS = "access"
 
 
 def generation_key(name: str) -> str:
-    """The cache key of ``name``'s token (``config.rate_limits.call_checks_read`` reads it with others)."""
+    """The cache key of ``name``'s token (``config.call_checks.call_checks_read`` reads it with others)."""
     return f"weft:generation:{name}"
 
 

@@ -1,17 +1,16 @@
 """run_events by month of its runs' creation: partitions made ahead, rows routed and moved, months dropped whole."""
 
-import contextlib
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection
 from django.db.migrations.executor import MigrationExecutor
 from django.db.models import Q
 from django.utils import timezone
 
 from tests.factories import RunEventFactory, RunFactory
+from tests.threads import held_in_another_transaction
 from workflows import partitions
 from workflows.models import RUN_FINAL_STATUSES, Run, RunEvent
 from workflows.partitions import (
@@ -115,29 +114,15 @@ def test_a_month_goes_only_once_it_ends_before_the_cutoff():
     assert not RunEvent.objects.filter(run=run).exists()
 
 
-@contextlib.contextmanager
 def held(table: str):
     """Another connection reads ``table`` (only: not its partitions) in an open transaction."""
-    locked, release = threading.Event(), threading.Event()
 
-    def hold() -> None:
-        try:
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute("SET LOCAL lock_timeout = '5s'")
-                cursor.execute(f"LOCK TABLE ONLY {table} IN ACCESS SHARE MODE")
-                locked.set()
-                release.wait(10)
-        finally:
-            connection.close()
+    def take() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = '5s'")
+            cursor.execute(f"LOCK TABLE ONLY {table} IN ACCESS SHARE MODE")
 
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert locked.wait(6)
-        yield
-    finally:
-        release.set()
-        holder.join()
+    return held_in_another_transaction(take, wait_s=6)
 
 
 @postgresql

@@ -1,6 +1,5 @@
 """The retention purge: finished runs (tasks, events) and node history older than the window go, in batches."""
 
-import threading
 import time
 from dataclasses import asdict
 from datetime import timedelta
@@ -8,7 +7,6 @@ from datetime import timedelta
 import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, transaction
 from django.utils import timezone
 
 from history.models import AuditLog, WorkflowNodeHistory
@@ -20,6 +18,7 @@ from tests.factories import (
     UsageMetricFactory,
     WorkflowNodeHistoryFactory,
 )
+from tests.threads import held_in_another_transaction
 from workflows.models import Run, RunEvent, Task
 from workflows.retention import PurgeReport, retention_purge, retention_purge_if_due
 from workflows.tasks import retention_purge_task
@@ -145,27 +144,14 @@ def test_the_beat_task_purges_and_reports():
 )
 def test_a_run_another_transaction_holds_is_left_for_later_not_waited_for():
     held, others = run_aged(40), [run_aged(40) for _ in range(3)]
-    locked, release = threading.Event(), threading.Event()
 
-    def hold() -> None:
-        try:
-            with transaction.atomic():
-                Run.objects.select_for_update().filter(pk=held.pk).values_list("pk").get()
-                locked.set()
-                release.wait(10)
-        finally:
-            connection.close()
+    def take() -> None:
+        Run.objects.select_for_update().filter(pk=held.pk).values_list("pk").get()
 
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert locked.wait(5)
+    with held_in_another_transaction(take, wait_s=5):
         began = time.monotonic()
         report = retention_purge(batch_size=2)
         assert time.monotonic() - began < 3
-    finally:
-        release.set()
-        holder.join()
     assert report.runs == 3
     assert list(Run.objects.values_list("pk", flat=True)) == [held.pk]
     assert not Run.objects.filter(pk__in=[run.pk for run in others]).exists()
